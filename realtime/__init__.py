@@ -1,0 +1,1 @@
+"""TaskMaster Realtime: a real-time task-sync server (REST + Socket.IO on aiohttp)."""

@@ -1,0 +1,207 @@
+"""Accounts and tokens: argon2id password hashes, HS256 JWTs, revocation by jti.
+
+Timing: a login for an unknown e-mail verifies the password against a dummy hash
+made with the same parameters, so it costs what a wrong password costs. Hashing
+runs in threads (argon2 releases the GIL) behind a semaphore sized to the CPU
+count, so a burst of logins queues instead of stalling the event loop or
+multiplying argon2's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import argon2
+import jwt
+
+from store import Store, User
+
+from .config import Config
+from .errors import ApiError, unauthorized
+from .validation import iso
+
+log = logging.getLogger(__name__)
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "iss", "aud")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token speaks for."""
+
+    user_id: str
+    jti: str
+    expires_at: float
+    token: str
+
+
+def public_user(user: User) -> dict[str, Any]:
+    return {"id": user["id"], "email": user["email"], "name": user["name"],
+            "created_at": user["created_at"]}
+
+
+def resolve_secret(config: Config) -> str:
+    """The configured secret, or (embedded store only) one kept beside the database."""
+    if config.jwt_secret:
+        return config.jwt_secret
+    from store.sqlite import SQLiteStore
+
+    db_path = SQLiteStore(config.store_url).path
+    secret_file = db_path.parent / "jwt_secret"
+    if secret_file.is_file():
+        secret = secret_file.read_text().strip()
+        if len(secret) >= 32:
+            log.info("using the JWT secret kept in %s (set JWT_SECRET to choose your own)",
+                     secret_file)
+            return secret
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    _write_private(secret_file, secret)
+    log.warning("generated a JWT secret and kept it in %s (set JWT_SECRET to choose your own)",
+                secret_file)
+    return secret
+
+
+def _write_private(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content + "\n")
+
+
+class AuthService:
+    def __init__(self, config: Config, store: Store, secret: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self._secret = secret
+        self._clock = clock
+        self._hasher = argon2.PasswordHasher(
+            time_cost=config.password_time_cost,
+            memory_cost=config.password_memory_kib,
+            parallelism=config.password_parallelism,
+        )
+        self._hashing = asyncio.Semaphore(os.cpu_count() or 2)
+        self._dummy_hash: str | None = None
+        self._revoked_here: dict[str, float] = {}
+
+    # -- passwords ---------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._hashing:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _hash(self, password: str) -> str:
+        result: str = await self._in_thread(self._hasher.hash, password)
+        return result
+
+    async def _verify(self, stored_hash: str, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return bool(self._hasher.verify(stored_hash, password))
+            except argon2.exceptions.VerificationError:
+                return False
+            except argon2.exceptions.InvalidHashError:
+                return False
+
+        result: bool = await self._in_thread(check)
+        return result
+
+    async def warm_up(self) -> None:
+        """Make the dummy hash now, so the first unknown-email login is not faster."""
+        self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
+
+    # -- accounts ----------------------------------------------------------------
+
+    async def register(self, email: str, password: str, name: str) -> tuple[str, User]:
+        user = {
+            "id": uuid.uuid4().hex, "email": email, "name": name,
+            "password_hash": await self._hash(password),
+            "created_at": iso(datetime.fromtimestamp(self._clock(), UTC)),
+        }
+        await self.store.create_user(user)
+        return self.issue_token(user["id"]), user
+
+    async def login(self, email: str, password: str) -> tuple[str, User]:
+        user = await self.store.user_by_email(email)
+        if user is None:
+            if self._dummy_hash is None:
+                await self.warm_up()
+            assert self._dummy_hash is not None
+            await self._verify(self._dummy_hash, password)
+            raise unauthorized("invalid email or password")
+        if not await self._verify(user["password_hash"], password):
+            raise unauthorized("invalid email or password")
+        return self.issue_token(user["id"]), user
+
+    async def user(self, identity: Identity) -> User:
+        user = await self.store.user_by_id(identity.user_id)
+        if user is None:
+            raise unauthorized("the account of this token no longer exists")
+        return user
+
+    # -- tokens ------------------------------------------------------------------
+
+    def issue_token(self, user_id: str) -> str:
+        now = int(self._clock())
+        claims = {
+            "sub": user_id, "iat": now, "exp": now + int(self.config.jwt_expire),
+            "jti": uuid.uuid4().hex, "iss": self.config.jwt_issuer,
+            "aud": self.config.jwt_audience,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def decode(self, token: str) -> Identity:
+        """Check signature, algorithm, expiry, issuer and audience (no revocation)."""
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM],
+                audience=self.config.jwt_audience, issuer=self.config.jwt_issuer,
+                options={"require": list(REQUIRED_CLAIMS)},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise unauthorized("token not yet valid") from None
+        except jwt.InvalidTokenError:
+            raise unauthorized("invalid token") from None
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("jti"), str):
+            raise unauthorized("invalid token")
+        return Identity(claims["sub"], claims["jti"], float(claims["exp"]), token)
+
+    async def authenticate(self, token: str | None) -> Identity:
+        if not token:
+            raise unauthorized("missing token")
+        identity = self.decode(token)
+        if identity.jti in self._revoked_here or await self.store.is_revoked(identity.jti):
+            raise unauthorized("token revoked")
+        return identity
+
+    async def revoke(self, identity: Identity) -> None:
+        self._revoked_here[identity.jti] = identity.expires_at
+        await self.store.revoke_token(identity.jti, identity.expires_at)
+        self._forget_expired()
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        for jti in [jti for jti, exp in self._revoked_here.items() if exp < now]:
+            del self._revoked_here[jti]
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError("unauthorized", "the Authorization header must be 'Bearer <token>'")
+    return token.strip()

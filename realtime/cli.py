@@ -1,0 +1,64 @@
+"""`taskmaster`: the command line. `taskmaster serve` runs one instance."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import Config, ConfigError, load_config
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _serve(config: Config) -> None:
+    import uvloop
+    from aiohttp import web
+
+    from .app import create_app
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    mode = "production" if config.production else "development"
+    logging.getLogger("taskmaster").info(
+        "starting on http://%s:%d (%s mode; store %s; broker %s)",
+        config.host, config.port, mode, config.store_url.split("@")[-1], config.broker_url
+        .split("@")[-1],
+    )
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
+                access_log=None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskmaster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run one server instance")
+    serve.add_argument("--config", help="path to a config.toml (default: ./config.toml)")
+    serve.add_argument("--host", help="listen address (overrides HOST)")
+    serve.add_argument("--port", type=int, help="listen port (overrides PORT)")
+    args = parser.parse_args(argv)
+
+    overrides = {}
+    if args.host:
+        overrides["server.host"] = args.host
+    if args.port is not None:
+        overrides["server.port"] = args.port
+    try:
+        config = load_config(path=args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    _configure_logging(config.log_level)
+    if args.command == "serve":
+        _serve(config)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

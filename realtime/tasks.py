@@ -1,0 +1,154 @@
+"""The task service: the one write path, used by REST handlers and socket events alike.
+
+validate (the caller, via `validation`) -> the store commits and assigns seq ->
+the broker publishes the event -> each instance's relay emits it to the room.
+Nothing here knows about HTTP or Socket.IO, and nothing else publishes events.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from store import Store, SyncAnswer, Task, TaskQuery
+from store.base import SORT_FIELDS
+
+from . import scopes
+from .broker import Broker
+from .errors import ApiError, not_found
+from .validation import iso
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    status: str | None = None
+    priority: str | None = None
+    due_before: str | None = None
+    due_after: str | None = None
+    terms: tuple[str, ...] = ()
+    sort: str = "-created"
+    limit: int = 50
+    cursor: str | None = None
+
+
+def sort_key(task: Task, sort: str) -> Any:
+    if sort == "priority":
+        return ("low", "medium", "high").index(task["priority"])
+    if sort == "due":
+        return task["due_date"] or "~"
+    return task[f"{sort}_at"]
+
+
+def encode_cursor(sort: str, task: Task) -> str:
+    raw = orjson.dumps([sort, sort_key(task, sort), task["id"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        kind, key, task_id = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise ApiError("invalid", "cursor is not one this server issued") from None
+    if kind != sort:
+        raise ApiError("invalid", "cursor belongs to another sort order; start again without it")
+    if not isinstance(task_id, str) or not isinstance(key, str | int) or isinstance(key, bool):
+        raise ApiError("invalid", "cursor is not one this server issued")
+    return key, task_id
+
+
+class TaskService:
+    def __init__(self, store: Store, broker: Broker,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.store = store
+        self.broker = broker
+        self._clock = clock
+
+    def _now(self) -> str:
+        return iso(self._clock())
+
+    def _publish(self, kind: str, task: Task, origin: str | None, ts: str) -> None:
+        self.broker.publish({
+            "type": kind, "scope": task["scope"], "seq": task["seq"], "task": task,
+            "origin": origin, "ts": ts,
+        })
+
+    # -- writes ------------------------------------------------------------------
+
+    async def create(self, user_id: str, client_id: str | None, fields: dict[str, Any],
+                     mutation_id: str | None = None) -> tuple[Task, bool]:
+        now = self._now()
+        task = {
+            "id": client_id or str(uuid.uuid4()), "owner": user_id,
+            "scope": scopes.personal_scope(user_id), **fields,
+            "created_at": now, "updated_at": now,
+        }
+        stored, created = await self.store.create_task(task)
+        if created:
+            self._publish("task:created", stored, mutation_id, now)
+        return stored, created
+
+    async def update(self, user_id: str, task_id: str, changes: dict[str, Any],
+                     expected_version: int | None = None,
+                     mutation_id: str | None = None) -> Task:
+        now = self._now()
+        task, changed = await self.store.update_task(
+            scopes.writable_scopes(user_id), task_id, changes, expected_version, now)
+        if changed:
+            self._publish("task:updated", task, mutation_id, now)
+        return task
+
+    async def delete(self, user_id: str, task_id: str, expected_version: int | None = None,
+                     mutation_id: str | None = None) -> Task:
+        now = self._now()
+        gone = await self.store.delete_task(
+            scopes.writable_scopes(user_id), task_id, expected_version, now)
+        self._publish("task:deleted", gone, mutation_id, now)
+        return gone
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, user_id: str, task_id: str) -> Task:
+        task = await self.store.get_task(scopes.readable_scopes(user_id), task_id)
+        if task is None:
+            raise not_found()
+        return task
+
+    async def list(self, user_id: str, request: ListRequest) -> tuple[list[Task], str | None]:
+        descending = request.sort.startswith("-")
+        sort = request.sort.lstrip("-")
+        if sort not in SORT_FIELDS:
+            raise ApiError("invalid", "sort must be one of " +
+                           ", ".join(f"{f}, -{f}" for f in SORT_FIELDS))
+        after = decode_cursor(request.cursor, sort) if request.cursor else None
+        query = TaskQuery(
+            scopes=scopes.readable_scopes(user_id), status=request.status,
+            priority=request.priority, due_before=request.due_before,
+            due_after=request.due_after, terms=request.terms, sort=sort,
+            descending=descending, limit=request.limit + 1, after=after,
+        )
+        tasks = await self.store.list_tasks(query)
+        more = len(tasks) > request.limit
+        tasks = tasks[: request.limit]
+        return tasks, encode_cursor(sort, tasks[-1]) if more else None
+
+    async def stats(self, user_id: str) -> dict[str, Any]:
+        now = self._clock()
+        return await self.store.task_stats(
+            scopes.readable_scopes(user_id), iso(now), iso(now + timedelta(days=7)))
+
+    async def sync(self, user_id: str, scope: str, since: int, limit: int) -> SyncAnswer:
+        if scope not in scopes.readable_scopes(user_id):
+            raise ApiError("forbidden", "you may not read this scope")
+        return await self.store.sync(scope, since, limit)

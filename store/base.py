@@ -1,0 +1,124 @@
+"""The persistence contract every backend implements (SQLite now, MongoDB later).
+
+Shapes: users and tasks are plain dicts, ready to serialise. A task dict carries
+every field of DESIGN.md section 2; a tombstone is `{id, scope, seq, version,
+deleted: True}`. Timestamps are UTC ISO 8601 strings with milliseconds and `Z`
+(`2026-11-29T15:04:05.123Z`), so their text order is their time order.
+
+Guarantees a backend must give (tests/test_store_contract.py proves them):
+- seq: per scope, +1 per committed change, assigned in the same atomic step as the
+  change itself, so a reader that sees seq N sees every change <= N.
+- version: 1 on create, +1 on every change (delete included).
+- Authorisation by scope: every task operation names the scopes the caller may touch;
+  a task outside them is reported exactly like a task that does not exist.
+- Failures: `ApiError('conflict', ...)` for a taken e-mail or task id or a version
+  mismatch (details carry the current task), `ApiError('not_found')`, and
+  `ApiError('unavailable')` when the engine cannot answer in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from realtime.errors import ApiError
+
+STATUSES = ("todo", "in_progress", "done")
+PRIORITIES = ("low", "medium", "high")
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+NO_DUE_KEY = "~"  # sorts after every ISO timestamp, so tasks without a due date come last
+SORT_FIELDS = ("created", "updated", "due", "priority")
+TASK_FIELDS = (
+    "id", "owner", "scope", "title", "description", "status", "priority", "due_date",
+    "created_at", "updated_at", "version", "seq", "deleted",
+)
+
+Task = dict[str, Any]
+User = dict[str, Any]
+
+
+def tombstone(task: Task) -> Task:
+    return {
+        "id": task["id"], "scope": task["scope"], "seq": task["seq"],
+        "version": task["version"], "deleted": True,
+    }
+
+
+def version_conflict(current: Task) -> ApiError:
+    return ApiError(
+        "conflict", "the task was changed by someone else",
+        {"current": current, "version": current["version"]},
+    )
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    scopes: tuple[str, ...]
+    status: str | None = None
+    priority: str | None = None
+    due_before: str | None = None
+    due_after: str | None = None
+    terms: tuple[str, ...] = ()  # lower-cased words; each must prefix a word of title/description
+    sort: str = "created"  # one of SORT_FIELDS
+    descending: bool = True
+    limit: int = 50
+    after: tuple[Any, str] | None = None  # (sort key, id) of the last item already returned
+
+
+@dataclass
+class SyncAnswer:
+    scope: str
+    seq: int
+    changes: list[Task] = field(default_factory=list)
+    more: bool = False
+    reset: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope, "seq": self.seq, "changes": self.changes,
+                "more": self.more, "reset": self.reset}
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def create_user(self, user: User) -> User: ...
+    async def user_by_email(self, email: str) -> User | None: ...
+    async def user_by_id(self, user_id: str) -> User | None: ...
+
+    async def revoke_token(self, jti: str, expires_at: float) -> None: ...
+    async def is_revoked(self, jti: str) -> bool: ...
+
+    async def create_task(self, task: Task) -> tuple[Task, bool]:
+        """Insert `task` (all fields but seq/version). Returns (task, created).
+
+        An existing live task with the same id and owner is returned unchanged with
+        created=False (an idempotent retry); any other holder of the id is a conflict.
+        """
+        ...
+
+    async def update_task(
+        self, scopes: Collection[str], task_id: str, changes: dict[str, Any],
+        expected_version: int | None, now: str,
+    ) -> tuple[Task, bool]:
+        """Apply `changes`; returns (task, changed). No effective change: no new version."""
+        ...
+
+    async def delete_task(
+        self, scopes: Collection[str], task_id: str, expected_version: int | None, now: str,
+    ) -> Task:
+        """Turn the task into a tombstone; returns the tombstone."""
+        ...
+
+    async def get_task(self, scopes: Collection[str], task_id: str) -> Task | None: ...
+    async def list_tasks(self, query: TaskQuery) -> list[Task]: ...
+    async def task_stats(
+        self, scopes: Collection[str], now: str, week_end: str
+    ) -> dict[str, Any]: ...
+    async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer: ...
+    async def purge(self, tombstones_before: str, now_epoch: float) -> int:
+        """Drop tombstones deleted before the cut-off (raising each scope's horizon) and
+        expired revocations. Returns the number of tombstones dropped."""
+        ...

@@ -1,0 +1,501 @@
+"""The embedded default store: one SQLite file in WAL mode, off the event loop.
+
+Delivery contract: every write runs on one dedicated writer thread inside
+`BEGIN IMMEDIATE ... COMMIT`, and the scope's seq is incremented inside that same
+transaction, so seq order is commit order and no reader can ever see seq N without
+every change below it (DESIGN.md 5.3). Reads run on a small pool of reader threads,
+each with its own connection; WAL lets them proceed while the writer commits, and a
+sync reads the scope head and the changes in one read transaction (one snapshot).
+
+Durability: `synchronous=NORMAL` in WAL mode survives a crash or SIGKILL of the
+process (the acknowledged transaction is in the WAL); `store.url` may add
+`?synchronous=FULL` to also survive power loss, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from realtime.errors import ApiError, not_found, unavailable
+
+from .base import (
+    NO_DUE_KEY,
+    PRIORITIES,
+    PRIORITY_RANK,
+    STATUSES,
+    TASK_FIELDS,
+    SyncAnswer,
+    Task,
+    TaskQuery,
+    User,
+    tombstone,
+    version_conflict,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scopes (
+    scope TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    horizon INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    prio INTEGER NOT NULL,
+    due_date TEXT,
+    due_key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_scope_seq ON tasks(scope, seq);
+CREATE INDEX IF NOT EXISTS tasks_scope_status ON tasks(scope, status) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS tasks_scope_created ON tasks(scope, created_at, id)
+    WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS tasks_scope_updated ON tasks(scope, updated_at, id)
+    WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS tasks_scope_due ON tasks(scope, due_key, id) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS tasks_scope_prio ON tasks(scope, prio, id) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS tasks_tombstones ON tasks(deleted_at) WHERE deleted = 1;
+CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
+    title, description, content='tasks', content_rowid='rid',
+    tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS tasks_fts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO tasks_fts(rowid, title, description)
+    VALUES (new.rid, new.title, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE OF title, description ON tasks BEGIN
+    INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
+    VALUES ('delete', old.rid, old.title, old.description);
+    INSERT INTO tasks_fts(rowid, title, description)
+    VALUES (new.rid, new.title, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks BEGIN
+    INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
+    VALUES ('delete', old.rid, old.title, old.description);
+END;
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+TASK_COLUMNS = (
+    "id, owner, scope, title, description, status, priority, due_date, created_at, "
+    "updated_at, version, seq, deleted"
+)
+SORT_COLUMN = {"created": "created_at", "updated": "updated_at", "due": "due_key",
+               "priority": "prio"}
+READERS = 4
+
+
+def _task(row: tuple[Any, ...]) -> Task:
+    if row[12]:
+        return {"id": row[0], "scope": row[2], "seq": row[11], "version": row[10],
+                "deleted": True}
+    return {
+        "id": row[0], "owner": row[1], "scope": row[2], "title": row[3],
+        "description": row[4], "status": row[5], "priority": row[6], "due_date": row[7],
+        "created_at": row[8], "updated_at": row[9], "version": row[10], "seq": row[11],
+        "deleted": False,
+    }
+
+
+def _placeholders(values: Collection[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _next_seq(db: sqlite3.Connection, scope: str) -> int:
+    row = db.execute(
+        "INSERT INTO scopes(scope, seq) VALUES (?, 1) "
+        "ON CONFLICT(scope) DO UPDATE SET seq = seq + 1 RETURNING seq",
+        (scope,),
+    ).fetchone()
+    return int(row[0])
+
+
+class SQLiteStore:
+    """Store backend for `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        parts = urlsplit(url)
+        raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not raw_path:
+            raise ValueError("sqlite URL needs a file path: sqlite:///data/taskmaster.db")
+        self.path = Path(raw_path)
+        options = parse_qs(parts.query)
+        self.synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
+        if self.synchronous not in {"NORMAL", "FULL"}:
+            raise ValueError("sqlite synchronous must be NORMAL or FULL")
+        self.timeout = timeout
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA cache_size=-16000")
+        with self._lock:
+            self._connections.append(db)
+        return db
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    async def _run(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T],
+                   *args: Any) -> T:
+        if executor is None:
+            raise unavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(executor, self._call, fn, args), self.timeout
+            )
+        except TimeoutError:
+            raise unavailable("the store did not answer in time") from None
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(self._db(), *args)
+        except ApiError:
+            raise
+        except sqlite3.OperationalError as exc:
+            # Locked, read-only, disk full, I/O error: the engine cannot serve now.
+            raise unavailable(f"the store cannot serve this now ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise unavailable(f"the store failed ({exc})") from None
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._writer, _in_transaction(fn), *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._readers, fn, *args)
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
+        await self._run(self._writer, _create_schema)
+
+    async def close(self) -> None:
+        for executor in (self._writer, self._readers):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._writer = self._readers = None
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+    async def ping(self) -> None:
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
+
+    # -- users and tokens --------------------------------------------------------
+
+    async def create_user(self, user: User) -> User:
+        return await self._write(_create_user, user)
+
+    async def user_by_email(self, email: str) -> User | None:
+        return await self._read(_user_where, "email", email)
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        return await self._read(_user_where, "id", user_id)
+
+    async def revoke_token(self, jti: str, expires_at: float) -> None:
+        await self._write(lambda db: db.execute(
+            "INSERT OR IGNORE INTO revoked_tokens(jti, expires_at) VALUES (?, ?)",
+            (jti, expires_at)))
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await self._read(lambda db: db.execute(
+            "SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)).fetchone() is not None)
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def create_task(self, task: Task) -> tuple[Task, bool]:
+        return await self._write(_create_task, task)
+
+    async def update_task(self, scopes: Collection[str], task_id: str,
+                          changes: dict[str, Any], expected_version: int | None,
+                          now: str) -> tuple[Task, bool]:
+        return await self._write(_update_task, tuple(scopes), task_id, changes,
+                                 expected_version, now)
+
+    async def delete_task(self, scopes: Collection[str], task_id: str,
+                          expected_version: int | None, now: str) -> Task:
+        return await self._write(_delete_task, tuple(scopes), task_id, expected_version, now)
+
+    async def get_task(self, scopes: Collection[str], task_id: str) -> Task | None:
+        return await self._read(_get_live_task, tuple(scopes), task_id)
+
+    async def list_tasks(self, query: TaskQuery) -> list[Task]:
+        return await self._read(_list_tasks, query)
+
+    async def task_stats(self, scopes: Collection[str], now: str,
+                         week_end: str) -> dict[str, Any]:
+        return await self._read(_task_stats, tuple(scopes), now, week_end)
+
+    async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer:
+        return await self._read(_in_read_transaction(_sync), scope, since, limit)
+
+    async def purge(self, tombstones_before: str, now_epoch: float) -> int:
+        return await self._write(_purge, tombstones_before, now_epoch)
+
+
+# -- the SQL, run on the store's threads ------------------------------------------
+
+
+def _in_transaction(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(db: sqlite3.Connection, *args: Any) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db, *args)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    return run
+
+
+def _in_read_transaction(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(db: sqlite3.Connection, *args: Any) -> T:
+        db.execute("BEGIN")
+        try:
+            return fn(db, *args)
+        finally:
+            db.execute("COMMIT")
+
+    return run
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+
+
+_USER_COLUMNS = "id, email, name, password_hash, created_at"
+
+
+def _user(row: tuple[Any, ...] | None) -> User | None:
+    if row is None:
+        return None
+    return dict(zip(("id", "email", "name", "password_hash", "created_at"), row, strict=True))
+
+
+def _user_where(db: sqlite3.Connection, column: str, value: str) -> User | None:
+    assert column in {"id", "email"}
+    return _user(db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = ?",
+                            (value,)).fetchone())
+
+
+def _create_user(db: sqlite3.Connection, user: User) -> User:
+    try:
+        db.execute(
+            f"INSERT INTO users({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (user["id"], user["email"], user["name"], user["password_hash"],
+             user["created_at"]),
+        )
+    except sqlite3.IntegrityError:
+        raise ApiError("conflict", "an account with this email already exists") from None
+    return user
+
+
+def _row_by_id(db: sqlite3.Connection, task_id: str) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = db.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return row
+
+
+def _get_live_task(db: sqlite3.Connection, scopes: tuple[str, ...],
+                   task_id: str) -> Task | None:
+    row = _row_by_id(db, task_id)
+    if row is None or row[12] or row[2] not in scopes:
+        return None
+    return _task(row)
+
+
+def _create_task(db: sqlite3.Connection, task: Task) -> tuple[Task, bool]:
+    existing = _row_by_id(db, task["id"])
+    if existing is not None:
+        if existing[1] == task["owner"] and existing[2] == task["scope"] and not existing[12]:
+            return _task(existing), False
+        raise ApiError("conflict", "a task with this id already exists", {"id": task["id"]})
+    seq = _next_seq(db, task["scope"])
+    created = {**task, "version": 1, "seq": seq, "deleted": False}
+    db.execute(
+        "INSERT INTO tasks(id, owner, scope, title, description, status, priority, prio, "
+        "due_date, due_key, created_at, updated_at, version, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (task["id"], task["owner"], task["scope"], task["title"], task["description"],
+         task["status"], task["priority"], PRIORITY_RANK[task["priority"]], task["due_date"],
+         task["due_date"] or NO_DUE_KEY, task["created_at"], task["updated_at"], seq),
+    )
+    return {key: created[key] for key in TASK_FIELDS}, True
+
+
+def _writable(db: sqlite3.Connection, scopes: tuple[str, ...], task_id: str,
+              expected_version: int | None) -> Task:
+    row = _row_by_id(db, task_id)
+    if row is None or row[12] or row[2] not in scopes:
+        raise not_found()
+    current = _task(row)
+    if expected_version is not None and expected_version != current["version"]:
+        raise version_conflict(current)
+    return current
+
+
+def _update_task(db: sqlite3.Connection, scopes: tuple[str, ...], task_id: str,
+                 changes: dict[str, Any], expected_version: int | None,
+                 now: str) -> tuple[Task, bool]:
+    current = _writable(db, scopes, task_id, expected_version)
+    effective = {k: v for k, v in changes.items() if current[k] != v}
+    if not effective:
+        return current, False
+    seq = _next_seq(db, current["scope"])
+    updated = {**current, **effective, "updated_at": now, "version": current["version"] + 1,
+               "seq": seq}
+    db.execute(
+        "UPDATE tasks SET title = ?, description = ?, status = ?, priority = ?, prio = ?, "
+        "due_date = ?, due_key = ?, updated_at = ?, version = ?, seq = ? WHERE id = ?",
+        (updated["title"], updated["description"], updated["status"], updated["priority"],
+         PRIORITY_RANK[updated["priority"]], updated["due_date"],
+         updated["due_date"] or NO_DUE_KEY, now, updated["version"], seq, task_id),
+    )
+    return updated, True
+
+
+def _delete_task(db: sqlite3.Connection, scopes: tuple[str, ...], task_id: str,
+                 expected_version: int | None, now: str) -> Task:
+    current = _writable(db, scopes, task_id, expected_version)
+    seq = _next_seq(db, current["scope"])
+    version = current["version"] + 1
+    # The tombstone keeps no content: only what a client needs to learn of the deletion.
+    db.execute(
+        "UPDATE tasks SET title = '', description = '', deleted = 1, deleted_at = ?, "
+        "updated_at = ?, version = ?, seq = ? WHERE id = ?",
+        (now, now, version, seq, task_id),
+    )
+    return tombstone({**current, "seq": seq, "version": version})
+
+
+def _fts_match(terms: Iterable[str]) -> str:
+    # Each term is made of word characters only (the service guarantees it), quoted as an
+    # FTS5 string and used as a prefix: no user text is ever parsed as FTS5 syntax.
+    return " ".join(f'"{term}"*' for term in terms)
+
+
+def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
+    where = [f"scope IN ({_placeholders(query.scopes)})", "deleted = 0"]
+    params: list[Any] = list(query.scopes)
+    if query.status is not None:
+        where.append("status = ?")
+        params.append(query.status)
+    if query.priority is not None:
+        where.append("priority = ?")
+        params.append(query.priority)
+    if query.due_before is not None:
+        where.append("due_key < ?")
+        params.append(query.due_before)
+    if query.due_after is not None:
+        where.append("due_key > ? AND due_date IS NOT NULL")
+        params.append(query.due_after)
+    if query.terms:
+        where.append("rid IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
+        params.append(_fts_match(query.terms))
+    column = SORT_COLUMN[query.sort]
+    direction = "DESC" if query.descending else "ASC"
+    if query.after is not None:
+        where.append(f"({column}, id) {'<' if query.descending else '>'} (?, ?)")
+        params.extend(query.after)
+    sql = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
+           f"ORDER BY {column} {direction}, id {direction} LIMIT ?")
+    params.append(query.limit)
+    return [_task(row) for row in db.execute(sql, params)]
+
+
+def _task_stats(db: sqlite3.Connection, scopes: tuple[str, ...], now: str,
+                week_end: str) -> dict[str, Any]:
+    marks = _placeholders(scopes)
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_priority = dict.fromkeys(PRIORITIES, 0)
+    for status, priority, count in db.execute(
+        f"SELECT status, priority, COUNT(*) FROM tasks WHERE scope IN ({marks}) "
+        "AND deleted = 0 GROUP BY status, priority", scopes,
+    ):
+        by_status[status] += count
+        by_priority[priority] += count
+    overdue, due_this_week = db.execute(
+        f"SELECT COALESCE(SUM(due_key < ?), 0), COALESCE(SUM(due_key >= ? AND due_key < ?), 0) "
+        f"FROM tasks WHERE scope IN ({marks}) AND deleted = 0 AND status != 'done' "
+        "AND due_date IS NOT NULL",
+        (now, now, week_end, *scopes),
+    ).fetchone()
+    return {"total": sum(by_status.values()), "by_status": by_status,
+            "by_priority": by_priority, "overdue": overdue, "due_this_week": due_this_week}
+
+
+def _sync(db: sqlite3.Connection, scope: str, since: int, limit: int) -> SyncAnswer:
+    head_row = db.execute("SELECT seq, horizon FROM scopes WHERE scope = ?",
+                          (scope,)).fetchone()
+    head, horizon = head_row if head_row else (0, 0)
+    reset = since < horizon or since > head
+    start = 0 if reset else since
+    rows = db.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE scope = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (scope, start, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    changes = [_task(row) for row in rows[:limit]]
+    seq = changes[-1]["seq"] if more else head
+    return SyncAnswer(scope=scope, seq=seq, changes=changes, more=more, reset=reset)
+
+
+def _purge(db: sqlite3.Connection, tombstones_before: str, now_epoch: float) -> int:
+    horizons = db.execute(
+        "SELECT scope, MAX(seq) FROM tasks WHERE deleted = 1 AND deleted_at < ? GROUP BY scope",
+        (tombstones_before,),
+    ).fetchall()
+    for scope, seq in horizons:
+        db.execute("UPDATE scopes SET horizon = MAX(horizon, ?) WHERE scope = ?", (seq, scope))
+    dropped = db.execute("DELETE FROM tasks WHERE deleted = 1 AND deleted_at < ?",
+                         (tombstones_before,)).rowcount
+    db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (now_epoch,))
+    return int(dropped)
