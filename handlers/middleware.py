@@ -27,7 +27,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 JSON_TYPES = {"application/json"}
 CODE_FOR_STATUS = {404: "not_found", 401: "unauthorized", 403: "forbidden", 409: "conflict",
                    413: "too_large", 429: "rate_limited", 503: "unavailable"}
-REQUEST_ID_KEY = "request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 def json_response(data: Any, status: int = 200,
