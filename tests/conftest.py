@@ -55,10 +55,8 @@ class OpenAPIChecker:
 
     def check(self, method: str, path: str, status: int, body: Any,
               content_type: str) -> None:
-        for pattern, item in self.routes:
-            if pattern.match(path):
-                break
-        else:
+        item = next((item for pattern, item in self.routes if pattern.match(path)), None)
+        if item is None:
             if status == 404:
                 return  # unknown routes are not in the document, by definition
             raise AssertionError(f"{method} {path} is not in the OpenAPI document")
