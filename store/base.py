@@ -118,6 +118,9 @@ class Store(Protocol):
         self, scopes: Collection[str], now: str, week_end: str
     ) -> dict[str, Any]: ...
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer: ...
+    async def head(self, scope: str) -> int:
+        """The scope's latest seq (0 for a scope with no change yet)."""
+        ...
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         """Drop tombstones deleted before the cut-off (raising each scope's horizon) and
         expired revocations. Returns the number of tombstones dropped."""

@@ -275,6 +275,9 @@ class SQLiteStore:
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer:
         return await self._read(_in_read_transaction(_sync), scope, since, limit)
 
+    async def head(self, scope: str) -> int:
+        return await self._read(_head, scope)
+
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         return await self._write(_purge, tombstones_before, now_epoch)
 
@@ -486,6 +489,11 @@ def _sync(db: sqlite3.Connection, scope: str, since: int, limit: int) -> SyncAns
     changes = [_task(row) for row in rows[:limit]]
     seq = changes[-1]["seq"] if more else head
     return SyncAnswer(scope=scope, seq=seq, changes=changes, more=more, reset=reset)
+
+
+def _head(db: sqlite3.Connection, scope: str) -> int:
+    row = db.execute("SELECT seq FROM scopes WHERE scope = ?", (scope,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _purge(db: sqlite3.Connection, tombstones_before: str, now_epoch: float) -> int:

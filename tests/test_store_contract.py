@@ -269,6 +269,14 @@ async def test_sync_pages_through_latest_states(store: Store) -> None:
     assert answer.changes == [] and answer.seq == 6 and not answer.more
 
 
+async def test_head_is_the_latest_seq(store: Store) -> None:
+    assert await store.head("user:u1") == 0
+    await make(store, "t1")
+    await store.update_task(["user:u1"], "t1", {"title": "x"}, None, ts(1))
+    await make(store, "t2", owner="u2")
+    assert await store.head("user:u1") == 2 and await store.head("user:u2") == 1
+
+
 async def test_sync_of_an_unknown_scope_is_empty(store: Store) -> None:
     answer = await store.sync("user:nobody", 0, 10)
     assert answer.to_dict() == {"scope": "user:nobody", "seq": 0, "changes": [],
