@@ -24,6 +24,7 @@ from . import keys
 from .auth import AuthService, resolve_secret
 from .broker import broker_from_url
 from .config import Config
+from .sockets import SocketGateway
 from .tasks import TaskService, utc_now
 from .validation import iso
 
@@ -37,7 +38,10 @@ def create_app(config: Config) -> web.Application:
     )
     app[keys.CONFIG] = config
     app[keys.STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_store_ctx, _broker_ctx, _services_ctx, _purge_ctx])
+    gateway = SocketGateway(config)
+    gateway.sio.attach(app)
+    app[keys.SOCKETS] = gateway
+    app.cleanup_ctx.extend([_store_ctx, _broker_ctx, _services_ctx, _sockets_ctx, _purge_ctx])
     setup_routes(app)
     return app
 
@@ -62,11 +66,18 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     secret = await asyncio.get_running_loop().run_in_executor(None, resolve_secret, config)
-    auth = AuthService(config, app[keys.STORE], secret)
+    auth = AuthService(config, app[keys.STORE], app[keys.BROKER], secret)
     await auth.warm_up()
     app[keys.AUTH] = auth
     app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
     yield
+
+
+async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[keys.SOCKETS]
+    await gateway.start(app[keys.AUTH], app[keys.TASKS], app[keys.STORE], app[keys.BROKER])
+    yield
+    await gateway.stop()
 
 
 async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:

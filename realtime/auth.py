@@ -26,6 +26,7 @@ import jwt
 
 from store import Store, User
 
+from .broker import Broker
 from .config import Config
 from .errors import ApiError, unauthorized
 from .validation import iso
@@ -79,10 +80,11 @@ def _write_private(path: Path, content: str) -> None:
 
 
 class AuthService:
-    def __init__(self, config: Config, store: Store, secret: str,
+    def __init__(self, config: Config, store: Store, broker: Broker, secret: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
+        self.broker = broker
         self._secret = secret
         self._clock = clock
         self._hasher = argon2.PasswordHasher(
@@ -188,8 +190,10 @@ class AuthService:
         return identity
 
     async def revoke(self, identity: Identity) -> None:
+        """Refuse the token from now on, and drop its live sockets on every instance."""
         self._revoked_here[identity.jti] = identity.expires_at
         await self.store.revoke_token(identity.jti, identity.expires_at)
+        self.broker.publish({"type": "control:revoke", "jti": identity.jti})
         self._forget_expired()
 
     def _forget_expired(self) -> None:

@@ -99,6 +99,23 @@ def _origins(value: Any) -> str:
     return text
 
 
+def _transports(value: Any) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in _text(value).split(",") if part.strip())
+    if not names or any(name not in {"websocket", "polling"} for name in names):
+        raise ValueError("must be websocket, polling or websocket,polling")
+    return names
+
+
+def _one_of(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
 def _log_level(value: Any) -> str:
     text = _text(value).upper()
     if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -150,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("api.list_limit_default", "list_limit_default", _int_in(1, 1000), 50),
     _s("api.list_limit_max", "list_limit_max", _int_in(1, 1000), 200),
     _s("api.sync_limit_max", "sync_limit_max", _int_in(1, 10000), 1000),
+    _s("sockets.transports", "socket_transports", _transports, "websocket"),
+    _s("sockets.serializer", "socket_serializer", _one_of("json", "msgpack"), "json"),
+    _s("sockets.ping_interval", "ping_interval", parse_duration, "25s"),
+    _s("sockets.ping_timeout", "ping_timeout", parse_duration, "20s"),
+    _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
+    _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),
 )
 
 
@@ -180,6 +203,12 @@ class Config:
     list_limit_default: int
     list_limit_max: int
     sync_limit_max: int
+    socket_transports: tuple[str, ...]
+    socket_serializer: str
+    ping_interval: float
+    ping_timeout: float
+    expiry_notice: float
+    max_message_bytes: int
     source: str = "defaults"
 
     @property

@@ -9,6 +9,7 @@ from store import Store
 from .auth import AuthService
 from .broker import Broker
 from .config import Config
+from .sockets import SocketGateway
 from .tasks import TaskService
 
 CONFIG = web.AppKey("config", Config)
@@ -16,4 +17,5 @@ STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
 AUTH = web.AppKey("auth", AuthService)
 TASKS = web.AppKey("tasks", TaskService)
+SOCKETS = web.AppKey("sockets", SocketGateway)
 STARTED_AT = web.AppKey("started_at", float)

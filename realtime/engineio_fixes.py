@@ -1,0 +1,76 @@
+"""Work-arounds for python-engineio's aiohttp driver, applied to one server instance.
+
+Found against python-engineio 4.x here (see the project guide):
+- A long-polling POST body is read with one `read(n)`, which returns whatever has
+  arrived so far: a large message is silently truncated. We hand engine.io a body
+  reader that reads exactly Content-Length bytes (or refuses with a 400 and closes
+  the session when the body is short or over the limit), never a partial body.
+- The WebSocket is created with aiohttp's default `compress=True`, so
+  permessage-deflate is accepted whenever a client offers it. We turn it off: a
+  zlib context per socket costs far more memory than the socket itself, every frame
+  pays CPU for it, and compressing attacker-influenced text beside secrets is the
+  CRIME/BREACH pattern. Task events are small JSON; plain frames are the right call.
+
+The patch replaces entries of this server's copy of the driver table only; the
+module-level table that other servers share is left untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from aiohttp import web
+from engineio import exceptions as eio_exceptions
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+
+class _ExactBody:
+    """Stands in for `environ['wsgi.input']`: reads the whole body or refuses."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+
+    async def read(self, length: int = -1) -> bytes:
+        content = self._request.content
+        if length > 0:
+            try:
+                return await content.readexactly(length)
+            except Exception:  # short body, connection lost: never hand over a part
+                raise eio_exceptions.ContentTooLongError("incomplete request body") from None
+        # No Content-Length (chunked): read up to the limit, refuse anything longer.
+        body = await content.read(self._limit + 1)
+        while not content.at_eof() and len(body) <= self._limit:
+            body += await content.read(self._limit + 1 - len(body))
+        if len(body) > self._limit:
+            raise eio_exceptions.ContentTooLongError("request body too large")
+        return body
+
+
+class _PlainWebSocket(eio_aiohttp.WebSocket):
+    """engine.io's aiohttp WebSocket wrapper, with permessage-deflate refused."""
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
+def apply(eio_server: Any) -> None:
+    """Install the work-arounds on one engineio.AsyncServer."""
+    limit = eio_server.max_http_buffer_size
+    translate = eio_server._async["translate_request"]
+
+    def translate_request(request: web.Request) -> dict[str, Any]:
+        environ: dict[str, Any] = translate(request)
+        environ["wsgi.input"] = _ExactBody(request, limit)
+        environ["wsgi.errors"] = sys.stderr
+        return environ
+
+    eio_server._async = {**eio_server._async, "translate_request": translate_request,
+                         "websocket": _PlainWebSocket}

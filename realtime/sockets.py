@@ -1,0 +1,415 @@
+"""The Socket.IO side: connect with a token, client events with acks, live delivery.
+
+One `SocketGateway` per app owns one python-socketio `AsyncServer`. It never
+writes tasks itself: socket writes go through the same `TaskService` as REST, and
+the events they produce come back through the broker to `relay`, which sends
+each event to the sockets of its scope's room, through each socket's `Feed`
+(realtime/feeds.py) so that every socket sees its scopes in seq order, once.
+
+Handlers run inline (`async_handlers=False`): python-socketio then handles a
+socket's packets one after another, so a socket's writes are applied in the
+order it sent them, and a client flooding events is slowed by TCP instead of
+piling up tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import socketio
+from socketio import packet as sio_packet
+from socketio.msgpack_packet import MsgPackPacket
+
+from store import Store
+
+from . import engineio_fixes, scopes, validation
+from .auth import AuthService, Identity
+from .broker import Broker, Event
+from .config import Config
+from .errors import ApiError
+from .feeds import Feed
+from .tasks import TaskService
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/"
+TASK_EVENTS = ("task:created", "task:updated", "task:deleted")
+REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class _OrjsonCodec:
+    """The `json` interface python-socketio calls (it passes `separators=`)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+class JsonPacket(sio_packet.Packet):
+    """Socket.IO's default (JSON) packet, encoded with orjson; a subclass so that the
+    codec is not swapped process-wide on python-socketio's own Packet class."""
+
+    json = _OrjsonCodec
+
+
+def iso_at(epoch: float) -> str:
+    return validation.iso(datetime.fromtimestamp(epoch, UTC))
+
+
+class Session:
+    __slots__ = ("eio_sid", "feeds", "identity", "sid", "tasks", "timers")
+
+    def __init__(self, sid: str, eio_sid: str, identity: Identity) -> None:
+        self.sid = sid
+        self.eio_sid = eio_sid
+        self.identity = identity
+        self.feeds: dict[str, Feed] = {}
+        self.timers: list[asyncio.TimerHandle] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.user_id
+
+
+class SocketGateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            async_handlers=False,
+            serializer=MsgPackPacket if config.socket_serializer == "msgpack" else JsonPacket,
+            transports=list(config.socket_transports),
+            cors_allowed_origins=_origins(config.frontend_url),
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            max_http_buffer_size=config.max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        engineio_fixes.apply(self.sio.eio)
+        self.sessions: dict[str, Session] = {}
+        self._by_jti: dict[str, set[str]] = {}
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._relay_task: asyncio.Task[None] | None = None
+        self._auth: AuthService | None = None
+        self._tasks: TaskService | None = None
+        self._store: Store | None = None
+        self.delivered = 0
+
+        on = self.sio.on
+        on("connect", self._on_connect)
+        on("disconnect", self._on_disconnect)
+        on("task:create", self._acked(self._create))
+        on("task:update", self._acked(self._update))
+        on("task:delete", self._acked(self._delete))
+        on("sync", self._acked(self._sync))
+        on("*", self._unknown_event)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def start(self, auth: AuthService, tasks: TaskService, store: Store,
+                    broker: Broker) -> None:
+        self._auth, self._tasks, self._store = auth, tasks, store
+        broker.subscribe(self._queue.put_nowait)
+        self._relay_task = asyncio.create_task(self._relay_forever(), name="socket-relay")
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._end(session, "server_shutdown", "the server is shutting down")
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+
+    def _services(self) -> tuple[AuthService, TaskService, Store]:
+        if self._auth is None or self._tasks is None or self._store is None:
+            raise ApiError("unavailable", "the server is starting")
+        return self._auth, self._tasks, self._store
+
+    # -- connect and disconnect ----------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        try:
+            auth_service, _, store = self._services()
+            if not isinstance(auth, dict):
+                raise ApiError("unauthorized", "missing token: connect with auth {token}")
+            token = auth.get("token")
+            if not isinstance(token, str) or not token:
+                raise ApiError("unauthorized", "missing token: connect with auth {token}")
+            identity = await auth_service.authenticate(token)
+            readable = scopes.readable_scopes(identity.user_id)
+            cursors = _cursors(auth.get("cursors"), readable)
+        except ApiError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}) from None
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        session = Session(sid, eio_sid, identity)
+        for scope in readable:
+            session.feeds[scope] = Feed(scope, cursor=cursors.get(scope, 0))
+            await self.sio.enter_room(sid, scope)  # from here on, live events are held
+        try:
+            for scope in readable:
+                if scope not in cursors:
+                    # No client state: live from the head as of now, before CONNECT goes
+                    # out, so every change made after the client sees CONNECT reaches it.
+                    session.feeds[scope].cursor = await store.head(scope)
+        except ApiError as exc:  # python-socketio drops the rooms of a refused socket
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}) from None
+        self.sessions[sid] = session
+        self._by_jti.setdefault(identity.jti, set()).add(sid)
+        self._schedule_expiry(session)
+        # Catch-up runs after this handler returns, i.e. after CONNECT is queued; until
+        # it is done, the feeds hold live events back (Feed.repairing starts True).
+        for scope in readable:
+            feed = session.feeds[scope]
+            if scope in cursors:
+                self._spawn(session, self._repair(session, feed))
+            else:
+                self._spawn(session, self._flush_or_repair(session, feed))
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return
+        sids = self._by_jti.get(session.identity.jti)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._by_jti[session.identity.jti]
+        for timer in session.timers:
+            timer.cancel()
+        for task in list(session.tasks):
+            task.cancel()
+
+    def _spawn(self, session: Session, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+
+    def _schedule_expiry(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        left = session.identity.expires_at - time.time()
+        notice_in = max(0.0, left - self.config.expiry_notice)
+        session.timers.append(loop.call_later(
+            notice_in, lambda: self._spawn(session, self._warn_expiring(session))))
+        session.timers.append(loop.call_later(
+            max(0.0, left), lambda: self._spawn(session, self._end(
+                session, "token_expired", "your token expired; log in again"))))
+
+    async def _warn_expiring(self, session: Session) -> None:
+        expires_at = session.identity.expires_at
+        await self._emit(session, "session:expiring", {
+            "expires_at": iso_at(expires_at),
+            "seconds_left": max(0, round(expires_at - time.time())),
+        })
+
+    async def _end(self, session: Session, reason: str, message: str) -> None:
+        """Tell the socket why, then disconnect it (the client will not auto-reconnect)."""
+        if session.sid not in self.sessions:
+            return
+        await self._emit(session, "session:ended", {"reason": reason, "message": message})
+        await self.sio.disconnect(session.sid, namespace=NAMESPACE)
+
+    async def revoke(self, jti: str) -> None:
+        for sid in list(self._by_jti.get(jti, ())):
+            session = self.sessions.get(sid)
+            if session is not None:
+                await self._end(session, "token_revoked", "this token was revoked")
+
+    # -- sending -------------------------------------------------------------------
+
+    def encode(self, name: str, data: Any) -> Any:
+        return self.sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE,
+                                     data=[name, data]).encode()
+
+    async def _send(self, session: Session, encoded: Any) -> None:
+        await self.sio.eio.send(session.eio_sid, encoded)
+
+    async def _emit(self, session: Session, name: str, data: Any) -> None:
+        await self._send(session, self.encode(name, data))
+
+    # -- relay: broker -> rooms ----------------------------------------------------
+
+    async def _relay_forever(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self.relay(event)
+            except Exception:
+                log.exception("relay failed on %s", event.get("type"))
+
+    async def relay(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "control:revoke":
+            await self.revoke(event["jti"])
+            return
+        if kind not in TASK_EVENTS:
+            return
+        scope = event["scope"]
+        encoded = None
+        for sid, _ in self.sio.manager.get_participants(NAMESPACE, scope):
+            session = self.sessions.get(sid)
+            feed = session.feeds.get(scope) if session is not None else None
+            if session is None or feed is None:
+                continue
+            verdict = feed.offer(event)
+            if verdict == "send":
+                if encoded is None:
+                    encoded = self.encode(kind, event)
+                await self._send(session, encoded)
+                self.delivered += 1
+            elif verdict == "repair":
+                self._spawn(session, self._repair(session, feed))
+
+    async def _flush_or_repair(self, session: Session, feed: Feed) -> None:
+        await self._flush(session, feed)
+        await self._repair(session, feed)
+
+    async def _repair(self, session: Session, feed: Feed) -> None:
+        """Fill the feed's gap from the store, then send what was held, in order."""
+        _, _, store = self._services()
+        while feed.repairing:
+            while True:
+                answer = await self._retrying(
+                    lambda: store.sync(feed.scope, feed.cursor, self.config.sync_limit_max))
+                if answer.changes or answer.reset:
+                    await self._emit(session, "sync", answer.to_dict())
+                feed.cursor = answer.seq
+                if not answer.more:
+                    break
+            await self._flush(session, feed)
+
+    async def _flush(self, session: Session, feed: Feed) -> None:
+        """Send held events that follow the cursor; end repairing if nothing is missing."""
+        while True:
+            ready, complete = feed.take_ready()
+            for event in ready:
+                await self._send(session, self.encode(event["type"], event))
+                self.delivered += 1
+            if not complete:
+                return  # a gap remains: the caller reads the store again
+            if not feed.held:
+                feed.repairing = False
+                return
+
+    async def _retrying(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        for delay in (*REPAIR_BACKOFF, None):
+            try:
+                return await read()
+            except ApiError as exc:
+                if exc.code != "unavailable" or delay is None:
+                    raise
+                log.warning("store unavailable during socket catch-up; retrying in %ss",
+                            delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- client events ---------------------------------------------------------------
+
+    def _acked(self, handler: Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+               ) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def run(sid: str, *args: Any) -> dict[str, Any]:
+            try:
+                session = self.sessions.get(sid)
+                if session is None:
+                    raise ApiError("unauthorized", "this socket is not connected")
+                if len(args) != 1:
+                    raise ApiError("invalid", "send exactly one payload object with the event")
+                payload = validation.require_object(args[0], "the payload")
+                return {"ok": True, **await handler(session, payload)}
+            except ApiError as exc:
+                return {"ok": False, "error": exc.to_dict()}
+            except Exception:
+                log.exception("socket event handler failed")
+                return {"ok": False, "error": {"code": "internal",
+                                               "message": "the server failed to handle this"}}
+
+        return run
+
+    async def _unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return {"ok": False, "error": {
+            "code": "invalid", "message": f"unknown event {str(event)[:64]!r}",
+            "details": {"events": ["task:create", "task:update", "task:delete", "sync"]}}}
+
+    async def _create(self, session: Session, payload: dict[str, Any]) -> dict[str, Any]:
+        body = dict(payload)
+        mutation_id = validation.mutation_id(body.pop("mutation_id", None))
+        client_id, fields = validation.new_task(body)
+        _, tasks, _ = self._services()
+        task, created = await tasks.create(session.user_id, client_id, fields, mutation_id)
+        return {"task": task, "created": created}
+
+    async def _update(self, session: Session, payload: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(payload, ("id", "changes", "expected_version", "mutation_id"))
+        task_id = validation.task_id(payload.get("id"))
+        changes = validation.task_changes(payload.get("changes"))
+        _, tasks, _ = self._services()
+        task = await tasks.update(
+            session.user_id, task_id, changes,
+            validation.expected_version(payload.get("expected_version")),
+            validation.mutation_id(payload.get("mutation_id")))
+        return {"task": task}
+
+    async def _delete(self, session: Session, payload: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(payload, ("id", "expected_version", "mutation_id"))
+        _, tasks, _ = self._services()
+        gone = await tasks.delete(
+            session.user_id, validation.task_id(payload.get("id")),
+            validation.expected_version(payload.get("expected_version")),
+            validation.mutation_id(payload.get("mutation_id")))
+        return {"task": gone}
+
+    async def _sync(self, session: Session, payload: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(payload, ("scope", "since", "limit"))
+        scope = validation.scope(payload.get("scope"))
+        since = _non_negative(payload.get("since", 0), "since")
+        limit = payload.get("limit", self.config.sync_limit_max)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not (
+                1 <= limit <= self.config.sync_limit_max):
+            raise ApiError("invalid", f"limit must be 1 to {self.config.sync_limit_max}")
+        _, tasks, _ = self._services()
+        answer = await tasks.sync(session.user_id, scope, since, limit)
+        return answer.to_dict()
+
+
+def _check_keys(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    fields = validation.Fields()
+    validation.reject_unknown(payload, allowed, fields)
+    fields.raise_if_any()
+
+
+def _non_negative(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+        raise ApiError("invalid", f"{name} must be a non-negative integer")
+    return value
+
+
+def _cursors(raw: Any, readable: tuple[str, ...]) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 100:
+        raise ApiError("invalid", "cursors must be an object of {scope: seq}")
+    cursors = {}
+    for scope, seq in raw.items():
+        validation.scope(scope)
+        if scope not in readable:
+            raise ApiError("forbidden", f"you may not read {scope}")
+        cursors[scope] = _non_negative(seq, f"the cursor of {scope}")
+    return cursors
+
+
+def _origins(frontend_url: str) -> list[str] | str:
+    origins = [o.strip().rstrip("/") for o in frontend_url.split(",") if o.strip()]
+    return "*" if "*" in origins else origins
