@@ -45,6 +45,15 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def _whole_seconds(value: Any) -> float:
+    # python-engineio advertises pingInterval as int(seconds) * 1000, so 0.5 s would be
+    # announced as 0 and 1.5 s as 1000 ms; only whole seconds are announced truthfully.
+    seconds = parse_duration(value)
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError("must be a whole number of seconds, at least 1s")
+    return seconds
+
+
 def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
@@ -169,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("api.sync_limit_max", "sync_limit_max", _int_in(1, 10000), 1000),
     _s("sockets.transports", "socket_transports", _transports, "websocket"),
     _s("sockets.serializer", "socket_serializer", _one_of("json", "msgpack"), "json"),
-    _s("sockets.ping_interval", "ping_interval", parse_duration, "25s"),
+    _s("sockets.ping_interval", "ping_interval", _whole_seconds, "25s"),
     _s("sockets.ping_timeout", "ping_timeout", parse_duration, "20s"),
     _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
     _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),

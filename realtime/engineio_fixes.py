@@ -10,6 +10,9 @@ Found against python-engineio 4.x here (see the project guide):
   zlib context per socket costs far more memory than the socket itself, every frame
   pays CPU for it, and compressing attacker-influenced text beside secrets is the
   CRIME/BREACH pattern. Task events are small JSON; plain frames are the right call.
+- A client's CLOSE packet closes the session without waking a pending long-poll
+  GET, which then hangs for ping_interval + ping_timeout holding the session's
+  resources. We wake it as soon as the session is closed.
 
 The patch replaces entries of this server's copy of the driver table only; the
 module-level table that other servers share is left untouched.
@@ -74,3 +77,15 @@ def apply(eio_server: Any) -> None:
 
     eio_server._async = {**eio_server._async, "translate_request": translate_request,
                          "websocket": _PlainWebSocket}
+
+    on_disconnect = eio_server.handlers["disconnect"]
+
+    async def disconnect_and_release(sid: str, *args: Any) -> Any:
+        try:
+            return await on_disconnect(sid, *args)
+        finally:
+            socket = eio_server.sockets.get(sid)
+            if socket is not None:
+                socket.queue.put_nowait(None)  # ends a waiting poll() at once
+
+    eio_server.handlers["disconnect"] = disconnect_and_release

@@ -61,6 +61,10 @@ def test_the_guides_variable_names_are_honoured() -> None:
     ({"RATE_LIMIT_MAX_REQUESTS": "many"}, "RATE_LIMIT_MAX_REQUESTS"),
     ({"TASKMASTER_SERVER_PRODUCTION": "maybe"}, "TASKMASTER_SERVER_PRODUCTION"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"TASKMASTER_SOCKETS_PING_INTERVAL": "500ms"}, "TASKMASTER_SOCKETS_PING_INTERVAL"),
+    ({"TASKMASTER_SOCKETS_PING_INTERVAL": "1.5s"}, "TASKMASTER_SOCKETS_PING_INTERVAL"),
+    ({"TASKMASTER_SOCKETS_TRANSPORTS": "carrier-pigeon"}, "TASKMASTER_SOCKETS_TRANSPORTS"),
+    ({"TASKMASTER_SOCKETS_SERIALIZER": "xml"}, "TASKMASTER_SOCKETS_SERIALIZER"),
 ])
 def test_a_bad_value_names_its_key_in_one_line(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
