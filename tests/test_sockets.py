@@ -11,10 +11,11 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import TEST_SECRET, Api, make_config
-from socket_clients import Tab
 
 from realtime import keys
+
+from conftest import TEST_SECRET, Api, make_config
+from socket_clients import Tab
 
 OpenTab = Callable[..., Any]
 

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Api, OpenAPIChecker, make_config
 from realtime.app import create_app
+
+from conftest import Api, OpenAPIChecker, make_config
 from socket_clients import NodeTab, Tab
 
 Serve = Callable[..., Awaitable[Api]]
