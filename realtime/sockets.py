@@ -105,6 +105,7 @@ class SocketGateway:
         self._auth: AuthService | None = None
         self._tasks: TaskService | None = None
         self._store: Store | None = None
+        self._broker: Broker | None = None
         self.delivered = 0
 
         on = self.sio.on
@@ -120,7 +121,7 @@ class SocketGateway:
 
     async def start(self, auth: AuthService, tasks: TaskService, store: Store,
                     broker: Broker) -> None:
-        self._auth, self._tasks, self._store = auth, tasks, store
+        self._auth, self._tasks, self._store, self._broker = auth, tasks, store, broker
         broker.subscribe(self._queue.put_nowait)
         self._relay_task = asyncio.create_task(self._relay_forever(), name="socket-relay")
 
@@ -155,9 +156,11 @@ class SocketGateway:
                 exc.message, {"code": exc.code}) from None
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         session = Session(sid, eio_sid, identity)
+        assert self._broker is not None
         for scope in readable:
             session.feeds[scope] = Feed(scope, cursor=cursors.get(scope, 0))
             await self.sio.enter_room(sid, scope)  # from here on, live events are held
+            await self._broker.watch(scope)  # ... and this instance hears the scope
         try:
             for scope in readable:
                 if scope not in cursors:
@@ -165,6 +168,8 @@ class SocketGateway:
                     # out, so every change made after the client sees CONNECT reaches it.
                     session.feeds[scope].cursor = await store.head(scope)
         except ApiError as exc:  # python-socketio drops the rooms of a refused socket
+            for scope in readable:
+                self._broker.unwatch(scope)
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
         self.sessions[sid] = session
@@ -192,6 +197,9 @@ class SocketGateway:
             timer.cancel()
         for task in list(session.tasks):
             task.cancel()
+        if self._broker is not None:
+            for scope in session.feeds:
+                self._broker.unwatch(scope)
 
     def _spawn(self, session: Session, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -255,6 +263,9 @@ class SocketGateway:
         if kind == "control:revoke":
             await self.revoke(event["jti"])
             return
+        if kind == "control:resync":
+            self.resync_all()
+            return
         if kind not in TASK_EVENTS:
             return
         scope = event["scope"]
@@ -272,6 +283,14 @@ class SocketGateway:
                 self.delivered += 1
             elif verdict == "repair":
                 self._spawn(session, self._repair(session, feed))
+
+    def resync_all(self) -> None:
+        """The broker may have lost events: every feed checks the store once."""
+        for session in list(self.sessions.values()):
+            for feed in session.feeds.values():
+                if not feed.repairing:
+                    feed.repairing = True
+                    self._spawn(session, self._repair(session, feed))
 
     async def _flush_or_repair(self, session: Session, feed: Feed) -> None:
         await self._flush(session, feed)

@@ -7,6 +7,9 @@ The interface is deliberately small:
   which delivers a scope's events in the order they were published.
 - `subscribe(handler)` registers a callback run for every event (on this instance's
   loop); the relay that emits to Socket.IO rooms is such a handler.
+- `watch(scope)` / `unwatch(scope)`: this instance has (no longer) a socket for the
+  scope; a distributed broker subscribes to what is watched only. `watch` returns
+  once events of the scope will be heard.
 - `healthy` says whether delivery currently works (the readiness probe reads it).
 """
 
@@ -27,6 +30,8 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
     def publish(self, event: Event) -> None: ...
     def subscribe(self, handler: Handler) -> None: ...
+    async def watch(self, scope: str) -> None: ...
+    def unwatch(self, scope: str) -> None: ...
 
 
 def broker_from_url(url: str) -> Broker:
@@ -35,4 +40,8 @@ def broker_from_url(url: str) -> Broker:
         from .memory import MemoryBroker
 
         return MemoryBroker()
-    raise ValueError(f"no broker backend for scheme {scheme!r} (this build has: memory)")
+    if scheme in {"redis", "rediss"}:
+        from .redis import RedisBroker
+
+        return RedisBroker(url)
+    raise ValueError(f"no broker backend for scheme {scheme!r}")

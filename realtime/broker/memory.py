@@ -31,6 +31,12 @@ class MemoryBroker:
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
+    async def watch(self, scope: str) -> None:
+        """Every event is heard in-process; nothing to subscribe to."""
+
+    def unwatch(self, scope: str) -> None:
+        pass
+
     def publish(self, event: Event) -> None:
         self.published += 1
         for handler in self._handlers:
