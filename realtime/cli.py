@@ -8,14 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import logs
 from .config import Config, ConfigError, load_config
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def _serve(config: Config) -> None:
@@ -27,12 +21,16 @@ def _serve(config: Config) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     mode = "production" if config.production else "development"
     logging.getLogger("taskmaster").info(
-        "starting on http://%s:%d (%s mode; store %s; broker %s)",
-        config.host, config.port, mode, config.store_url.split("@")[-1], config.broker_url
-        .split("@")[-1],
-    )
+        "starting instance %s on http://%s:%d (%s mode; store %s; broker %s)",
+        config.instance_id, config.host, config.port, mode,
+        _without_credentials(config.store_url), _without_credentials(config.broker_url))
     web.run_app(create_app(config), host=config.host, port=config.port, print=None,
                 access_log=None)
+
+
+def _without_credentials(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rsplit("@", 1)[-1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    _configure_logging(config.log_level)
+    logs.configure(config.log_level, config.log_format, config.instance_id)
     if args.command == "serve":
         _serve(config)
     return 0

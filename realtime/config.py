@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server.production", "production", _bool, False),
     _s("server.instance_id", "instance_id", _text, ""),
     _s("server.log_level", "log_level", _log_level, "INFO", "LOG_LEVEL"),
+    _s("server.log_format", "log_format", _one_of("json", "text"), "json"),
     _s("server.max_body_bytes", "max_body_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("store.url", "store_url", _url({"sqlite", "mongodb", "mongodb+srv"}),
        "sqlite:///data/taskmaster.db", "MONGODB_URI"),
@@ -192,6 +194,7 @@ class Config:
     production: bool
     instance_id: str
     log_level: str
+    log_format: str
     max_body_bytes: int
     store_url: str
     tombstone_retention: float
@@ -294,6 +297,8 @@ def load_config(
     node_env = env.get("NODE_ENV", "").strip().lower()
     if node_env == "production":
         values["production"] = True
+    if not values["instance_id"]:
+        values["instance_id"] = f"{socket.gethostname()}-{os.getpid()}"
     config = Config(**values, source=str(path) if path else "defaults")
     _check_combinations(config)
     return config

@@ -101,6 +101,16 @@ def test_the_first_start_says_it_generated_a_secret(tmp_path: Path) -> None:
     assert any("generated a JWT secret" in line for line in output), output
 
 
+def test_log_lines_are_json_with_the_instance_id(tmp_path: Path) -> None:
+    with server(tmp_path, {"TASKMASTER_SERVER_INSTANCE_ID": "blue-7"}) as (port, output):
+        call(port, "GET", "/api/health")
+    lines = [json.loads(line) for line in output if line.startswith("{")]
+    assert lines, output
+    assert all(line["instance"] == "blue-7" for line in lines)
+    assert any("starting instance blue-7" in line["msg"] for line in lines)
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+
+
 @pytest.mark.parametrize(("env", "key"), [
     ({"PORT": "abc"}, "PORT"),
     ({"NODE_ENV": "production"}, "JWT_SECRET"),
