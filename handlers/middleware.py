@@ -47,7 +47,7 @@ def error_response(code: str, message: str, status: int, details: Any = None,
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     request[REQUEST_ID_KEY] = request_id
     try:
         response = await handler(request)
@@ -122,6 +122,6 @@ def int_param(params: dict[str, str], name: str, default: int, lo: int, hi: int)
     raw = params.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,16}", raw) or not lo <= int(raw) <= hi:
+    if not re.fullmatch(r"[0-9]{1,16}", raw) or not lo <= int(raw) <= hi:
         raise ApiError("invalid", f"{name} must be an integer from {lo} to {hi}")
     return int(raw)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from realtime.validation import DESCRIPTION_MAX, EMAIL_MAX, NAME_MAX, PASSWORD_MAX, TITLE_MAX
+from realtime.validation import (
+    DESCRIPTION_MAX,
+    EMAIL_MAX,
+    NAME_MAX,
+    PASSWORD_MAX,
+    RESERVED_TASK_IDS,
+    TITLE_MAX,
+)
 from store.base import PRIORITIES, STATUSES
 
 JSON = "application/json"
@@ -110,7 +117,8 @@ def _schemas() -> dict[str, Any]:
         },
         "NewTask": {
             "type": "object", "additionalProperties": False, "required": ["title"],
-            "properties": {"id": _TASK_ID, **task_fields},
+            "properties": {"id": {**_TASK_ID, "not": {"enum": list(RESERVED_TASK_IDS)}},
+                           **task_fields},
         },
         "TaskChanges": {
             "type": "object", "additionalProperties": False, "minProperties": 1,

@@ -13,7 +13,7 @@ from realtime.tasks import ListRequest
 from .middleware import identity, int_param, json_response, query_params, read_json
 
 LIST_PARAMS = ("status", "priority", "due_before", "due_after", "q", "sort", "limit", "cursor")
-IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,16})"?\s*$')
+IF_MATCH = re.compile(r'^\s*(?:W/)?"?([0-9]{1,16})"?\s*$')
 
 
 def _task_response(task: dict, status: int = 200) -> web.Response:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 TASK_EVENTS = ("task:created", "task:updated", "task:deleted")
 REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Events of one scope published by two instances can cross in Redis; wait this long for
+# the missing one before reading the store.
+GAP_GRACE = 0.05
 
 
 class _OrjsonCodec:
@@ -282,7 +285,7 @@ class SocketGateway:
                 await self._send(session, encoded)
                 self.delivered += 1
             elif verdict == "repair":
-                self._spawn(session, self._repair(session, feed))
+                self._spawn(session, self._repair(session, feed, grace=GAP_GRACE))
 
     def resync_all(self) -> None:
         """The broker may have lost events: every feed checks the store once."""
@@ -296,9 +299,12 @@ class SocketGateway:
         await self._flush(session, feed)
         await self._repair(session, feed)
 
-    async def _repair(self, session: Session, feed: Feed) -> None:
+    async def _repair(self, session: Session, feed: Feed, grace: float = 0.0) -> None:
         """Fill the feed's gap from the store, then send what was held, in order."""
         _, _, store = self._services()
+        if grace:
+            await asyncio.sleep(grace)
+            await self._flush(session, feed)  # the missing event may have arrived
         while feed.repairing:
             while True:
                 answer = await self._retrying(

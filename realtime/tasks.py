@@ -127,7 +127,7 @@ class TaskService:
 
     async def list(self, user_id: str, request: ListRequest) -> tuple[list[Task], str | None]:
         descending = request.sort.startswith("-")
-        sort = request.sort.lstrip("-")
+        sort = request.sort[1:] if descending else request.sort
         if sort not in SORT_FIELDS:
             raise ApiError("invalid", "sort must be one of " +
                            ", ".join(f"{f}, -{f}" for f in SORT_FIELDS))

@@ -29,6 +29,8 @@ SCOPE = re.compile(r"^(user|board):[A-Za-z0-9_-]{1,64}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 WORD = re.compile(r"\w+")
 MUTATION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Ids a client may not choose: `/api/tasks/<id>` would name another route.
+RESERVED_TASK_IDS = ("stats",)
 
 TASK_WRITABLE = ("title", "description", "status", "priority", "due_date")
 
@@ -117,13 +119,13 @@ def parse_instant(value: Any) -> str | None:
 
 
 def task_id(value: Any, name: str = "id") -> str:
-    if not isinstance(value, str) or not TASK_ID.match(value):
+    if not isinstance(value, str) or not TASK_ID.fullmatch(value):
         raise ApiError("invalid", f"{name} must be 1 to 64 letters, digits, '-' or '_'")
     return value
 
 
 def scope(value: Any) -> str:
-    if not isinstance(value, str) or not SCOPE.match(value):
+    if not isinstance(value, str) or not SCOPE.fullmatch(value):
         raise ApiError("invalid", "scope must look like user:<id> or board:<id>")
     return value
 
@@ -139,7 +141,7 @@ def expected_version(value: Any) -> int | None:
 def mutation_id(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not MUTATION_ID.match(value):
+    if not isinstance(value, str) or not MUTATION_ID.fullmatch(value):
         raise ApiError("invalid", "mutation_id must be 1 to 128 printable ASCII characters")
     return value
 
@@ -151,7 +153,9 @@ def new_task(body: Any) -> tuple[str | None, dict[str, Any]]:
     reject_unknown(body, ("id", *TASK_WRITABLE), fields)
     client_id = None
     if "id" in body:
-        if isinstance(body["id"], str) and TASK_ID.match(body["id"]):
+        if isinstance(body["id"], str) and body["id"] in RESERVED_TASK_IDS:
+            fields.bad("id", f"is reserved: {', '.join(RESERVED_TASK_IDS)}")
+        elif isinstance(body["id"], str) and TASK_ID.fullmatch(body["id"]):
             client_id = body["id"]
         else:
             fields.bad("id", "must be 1 to 64 letters, digits, '-' or '_'")
@@ -210,7 +214,7 @@ def credentials(body: Any, *, register: bool, password_min: int) -> dict[str, st
     allowed = ("email", "password", "name") if register else ("email", "password")
     reject_unknown(body, allowed, fields)
     email = text(body.get("email"), "email", fields, min_len=3, max_len=EMAIL_MAX)
-    if email is not None and not EMAIL.match(email):
+    if email is not None and not EMAIL.fullmatch(email):
         fields.bad("email", "must be an email address")
     password_min = password_min if register else 1
     password = text(body.get("password"), "password", fields, min_len=password_min,
