@@ -1,7 +1,8 @@
 """The embedded default store: one SQLite file in WAL mode, off the event loop.
 
 Delivery contract: every write runs on one dedicated writer thread inside
-`BEGIN IMMEDIATE ... COMMIT`, and the scope's seq is incremented inside that same
+`BEGIN IMMEDIATE ... COMMIT` (several writes per transaction when they queue up:
+store/sqlite_writer.py), and the scope's seq is incremented inside that same
 transaction, so seq order is commit order and no reader can ever see seq N without
 every change below it (DESIGN.md 5.3). Reads run on a small pool of reader threads,
 each with its own connection; WAL lets them proceed while the writer commits, and a
@@ -15,6 +16,7 @@ process (the acknowledged transaction is in the WAL); `store.url` may add
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -38,6 +40,7 @@ from .base import (
     tombstone,
     version_conflict,
 )
+from .sqlite_writer import GroupCommitWriter, as_store_error
 
 T = TypeVar("T")
 
@@ -82,28 +85,38 @@ CREATE INDEX IF NOT EXISTS tasks_scope_updated ON tasks(scope, updated_at, id)
 CREATE INDEX IF NOT EXISTS tasks_scope_due ON tasks(scope, due_key, id) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS tasks_scope_prio ON tasks(scope, prio, id) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS tasks_tombstones ON tasks(deleted_at) WHERE deleted = 1;
+-- The scope is indexed too, so a search reads only the caller's scopes' postings
+-- instead of every match on the instance.
 CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
-    title, description, content='tasks', content_rowid='rid',
+    scope, title, description, content='tasks', content_rowid='rid',
     tokenize='unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS tasks_fts_insert AFTER INSERT ON tasks BEGIN
-    INSERT INTO tasks_fts(rowid, title, description)
-    VALUES (new.rid, new.title, new.description);
+    INSERT INTO tasks_fts(rowid, scope, title, description)
+    VALUES (new.rid, new.scope, new.title, new.description);
 END;
 CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE OF title, description ON tasks BEGIN
-    INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
-    VALUES ('delete', old.rid, old.title, old.description);
-    INSERT INTO tasks_fts(rowid, title, description)
-    VALUES (new.rid, new.title, new.description);
+    INSERT INTO tasks_fts(tasks_fts, rowid, scope, title, description)
+    VALUES ('delete', old.rid, old.scope, old.title, old.description);
+    INSERT INTO tasks_fts(rowid, scope, title, description)
+    VALUES (new.rid, new.scope, new.title, new.description);
 END;
 CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks BEGIN
-    INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
-    VALUES ('delete', old.rid, old.title, old.description);
+    INSERT INTO tasks_fts(tasks_fts, rowid, scope, title, description)
+    VALUES ('delete', old.rid, old.scope, old.title, old.description);
 END;
 CREATE TABLE IF NOT EXISTS revoked_tokens (
     jti TEXT PRIMARY KEY,
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
+"""
+
+SCHEMA_VERSION = 2  # 2: the full-text index includes the scope
+DROP_V1_SEARCH = """
+DROP TRIGGER IF EXISTS tasks_fts_insert;
+DROP TRIGGER IF EXISTS tasks_fts_update;
+DROP TRIGGER IF EXISTS tasks_fts_delete;
+DROP TABLE IF EXISTS tasks_fts;
 """
 
 TASK_COLUMNS = (
@@ -154,7 +167,7 @@ class SQLiteStore:
         if self.synchronous not in {"NORMAL", "FULL"}:
             raise ValueError("sqlite synchronous must be NORMAL or FULL")
         self.timeout = timeout
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: GroupCommitWriter | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -173,51 +186,62 @@ class SQLiteStore:
             self._connections.append(db)
         return db
 
-    def _db(self) -> sqlite3.Connection:
+    def _reader_db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = self._connect()
         return db
 
-    async def _run(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T],
-                   *args: Any) -> T:
-        if executor is None:
-            raise unavailable("the store is closed")
-        loop = asyncio.get_running_loop()
+    async def _answer(self, future: asyncio.Future[T]) -> T:
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(executor, self._call, fn, args), self.timeout
-            )
+            async with asyncio.timeout(self.timeout):
+                return await future
         except TimeoutError:
             raise unavailable("the store did not answer in time") from None
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
-            return fn(self._db(), *args)
-        except ApiError:
-            raise
-        except sqlite3.OperationalError as exc:
-            # Locked, read-only, disk full, I/O error: the engine cannot serve now.
-            raise unavailable(f"the store cannot serve this now ({exc})") from None
-        except sqlite3.DatabaseError as exc:
-            raise unavailable(f"the store failed ({exc})") from None
+            return fn(self._reader_db(), *args)
+        except sqlite3.Error as exc:
+            raise as_store_error(exc) from None
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._run(self._writer, _in_transaction(fn), *args)
+        if self._writer is None:
+            raise unavailable("the store is closed")
+        return await self._answer(asyncio.wrap_future(self._writer.submit(fn, args)))
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._run(self._readers, fn, *args)
+        if self._readers is None:
+            raise unavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args))
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        await asyncio.get_running_loop().run_in_executor(None, self._create_schema)
+        self._writer = GroupCommitWriter(self._connect)
+        self._writer.start()
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
-        await self._run(self._writer, _create_schema)
+
+    def _create_schema(self) -> None:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                db.executescript(DROP_V1_SEARCH)
+            db.executescript(SCHEMA)
+            if version < SCHEMA_VERSION:
+                db.execute("INSERT INTO tasks_fts(tasks_fts) VALUES ('rebuild')")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            db.close()
 
     async def close(self) -> None:
-        for executor in (self._writer, self._readers):
-            if executor is not None:
-                executor.shutdown(wait=True)
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
         self._writer = self._readers = None
         with self._lock:
             for db in self._connections:
@@ -275,6 +299,11 @@ class SQLiteStore:
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer:
         return await self._read(_in_read_transaction(_sync), scope, since, limit)
 
+    @property
+    def group_commits(self) -> tuple[int, int]:
+        """(commits, writes) so far: how well writes are being grouped."""
+        return (self._writer.commits, self._writer.writes) if self._writer else (0, 0)
+
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)
 
@@ -283,20 +312,6 @@ class SQLiteStore:
 
 
 # -- the SQL, run on the store's threads ------------------------------------------
-
-
-def _in_transaction(fn: Callable[..., T]) -> Callable[..., T]:
-    def run(db: sqlite3.Connection, *args: Any) -> T:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db, *args)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
-    return run
 
 
 def _in_read_transaction(fn: Callable[..., T]) -> Callable[..., T]:
@@ -308,10 +323,6 @@ def _in_read_transaction(fn: Callable[..., T]) -> Callable[..., T]:
             db.execute("COMMIT")
 
     return run
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
 
 
 _USER_COLUMNS = "id, email, name, password_hash, created_at"
@@ -419,10 +430,18 @@ def _delete_task(db: sqlite3.Connection, scopes: tuple[str, ...], task_id: str,
     return tombstone({**current, "seq": seq, "version": version})
 
 
-def _fts_match(terms: Iterable[str]) -> str:
-    # Each term is made of word characters only (the service guarantees it), quoted as an
-    # FTS5 string and used as a prefix: no user text is ever parsed as FTS5 syntax.
-    return " ".join(f'"{term}"*' for term in terms)
+def _fts_match(scopes: Iterable[str], terms: Iterable[str]) -> str:
+    # Terms are made of word characters only (the service guarantees it) and scopes of
+    # [A-Za-z0-9:_-]; both are quoted as FTS5 strings, terms used as prefixes, so no
+    # client text is ever parsed as FTS5 syntax. The scope phrase narrows the postings
+    # read; the outer query still checks the scope exactly.
+    in_scopes = " OR ".join(f'scope : "{_words(scope)}"' for scope in scopes)
+    words = " AND ".join(f'"{term}"*' for term in terms)
+    return f"({in_scopes}) AND {{title description}} : ({words})"
+
+
+def _words(scope: str) -> str:
+    return " ".join(re.findall(r"[A-Za-z0-9]+", scope))
 
 
 def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
@@ -442,7 +461,7 @@ def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
         params.append(query.due_after)
     if query.terms:
         where.append("rid IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
-        params.append(_fts_match(query.terms))
+        params.append(_fts_match(query.scopes, query.terms))
     column = SORT_COLUMN[query.sort]
     direction = "DESC" if query.descending else "ASC"
     if query.after is not None:
