@@ -8,16 +8,17 @@ answered without a stack trace.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from realtime import keys
+from realtime import keys, logs
 from realtime.auth import Identity, bearer_token
 from realtime.errors import ApiError
 
@@ -44,11 +45,21 @@ def error_response(code: str, message: str, status: int, details: Any = None,
     return json_response({"error": body}, status=status, headers=headers)
 
 
+# Request ids: a per-process random prefix and a counter; unique without a syscall each.
+_REQUEST_PREFIX = os.urandom(4).hex()
+_request_counter = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_PREFIX}-{next(_request_counter):x}"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    request_id = incoming if REQUEST_ID.fullmatch(incoming) else _next_request_id()
     request[REQUEST_ID_KEY] = request_id
+    logs.request_id.set(request_id)
     try:
         response = await handler(request)
     except ApiError as exc:
