@@ -181,6 +181,15 @@ async def api(aiohttp_client: Any, config: Config,
 
 
 @pytest.fixture
+async def closing() -> AsyncIterator[list[Any]]:
+    """Clients (socket tabs, Node clients) a test opened; closed when it ends."""
+    opened: list[Any] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
 async def user_api(api: Api) -> Api:
     """An Api logged in as a fresh user."""
     return await api.as_new_user()

@@ -45,14 +45,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
 class Rest:
     def __init__(self, http: aiohttp.ClientSession, token: str = "") -> None:
         self.http, self.token = http, token

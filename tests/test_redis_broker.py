@@ -40,14 +40,6 @@ async def cluster(tmp_path: Path, aiohttp_client: Any,
     yield start
 
 
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
 async def wait_ready(api: Api, want: int = 200, timeout: float = 10) -> None:
     async def poll() -> None:
         while (await api.get("/api/ready")).status != want:

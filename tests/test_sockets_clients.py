@@ -30,14 +30,6 @@ async def serve(tmp_path: Path, aiohttp_client: Any,
     yield start
 
 
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        await client.close()
-
-
 def url_of(api: Api) -> str:
     return str(api.client.make_url("/"))
 
