@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from store import Store, SyncAnswer, Task, TaskQuery
-from store.base import SORT_FIELDS
+from store.base import SORT_FIELDS, sort_key
 
 from . import scopes
 from .broker import Broker
@@ -40,14 +40,6 @@ class ListRequest:
     sort: str = "-created"
     limit: int = 50
     cursor: str | None = None
-
-
-def sort_key(task: Task, sort: str) -> Any:
-    if sort == "priority":
-        return ("low", "medium", "high").index(task["priority"])
-    if sort == "due":
-        return task["due_date"] or "~"
-    return task[f"{sort}_at"]
 
 
 def encode_cursor(sort: str, task: Task) -> str:

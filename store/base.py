@@ -38,6 +38,15 @@ Task = dict[str, Any]
 User = dict[str, Any]
 
 
+def sort_key(task: Task, sort: str) -> Any:
+    """The value a list sorted by `sort` orders this task by (ties broken by id)."""
+    if sort == "priority":
+        return PRIORITY_RANK[task["priority"]]
+    if sort == "due":
+        return task["due_date"] or NO_DUE_KEY
+    return task[f"{sort}_at"]
+
+
 def tombstone(task: Task) -> Task:
     return {
         "id": task["id"], "scope": task["scope"], "seq": task["seq"],
