@@ -496,3 +496,24 @@ async def test_sockets_are_warned_then_dropped_when_their_token_expires(
     await tab.wait_event("disconnect", timeout=5)
     names = [event for event, _ in tab.events]
     assert names.index("session:expiring") < names.index("session:ended")
+
+
+async def test_a_burst_of_events_is_answered_in_full_and_the_instance_stays_healthy(
+        user_api: Api, tabs: OpenTab) -> None:
+    tab = await tabs(url_of(user_api), user_api.token)
+    acks: list[Any] = []
+    done = asyncio.Event()
+
+    def collect(*ack: Any) -> None:
+        acks.append(ack[0])
+        if len(acks) == 300:
+            done.set()
+
+    for n in range(300):  # back to back, a third of them malformed
+        payload: Any = {"title": f"b{n}"} if n % 3 else {"title": {"$gt": ""}}
+        await tab.client.emit("task:create", payload, callback=collect)
+    await asyncio.wait_for(done.wait(), 20)
+    assert sum(1 for a in acks if a["ok"]) == 200
+    assert all(a["error"]["code"] == "invalid" for a in acks if not a["ok"])
+    assert (await user_api.get("/api/ready")).status == 200
+    assert (await tab.call("sync", {"scope": scope_of(user_api), "since": 0}))["seq"] == 200
