@@ -184,6 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("sockets.ping_timeout", "ping_timeout", parse_duration, "20s"),
     _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
     _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),
+    _s("sockets.max_pending_bytes", "max_pending_bytes", _int_in(4096, 1 << 30), 1 << 20),
 )
 
 
@@ -221,6 +222,7 @@ class Config:
     ping_timeout: float
     expiry_notice: float
     max_message_bytes: int
+    max_pending_bytes: int
     source: str = "defaults"
 
     @property

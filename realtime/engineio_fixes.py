@@ -60,7 +60,17 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
             max_msg_size=self.server.max_http_buffer_size, compress=False)
         await self._sock.prepare(request)
         self.environ = environ
-        await self.handler(self)
+        # Publish this connection's transport for direct fan-out (realtime/delivery.py).
+        sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
+        transport = request.transport
+        registry: dict[str, Any] = self.server.direct_transports
+        if sid is not None and transport is not None:
+            registry[sid] = transport
+        try:
+            await self.handler(self)
+        finally:
+            if sid is not None and registry.get(sid) is transport:
+                del registry[sid]
         return self._sock
 
 
@@ -77,6 +87,7 @@ def apply(eio_server: Any) -> None:
 
     eio_server._async = {**eio_server._async, "translate_request": translate_request,
                          "websocket": _PlainWebSocket}
+    eio_server.direct_transports = {}
 
     on_disconnect = eio_server.handlers["disconnect"]
 

@@ -33,6 +33,7 @@ from . import engineio_fixes, scopes, validation
 from .auth import AuthService, Identity
 from .broker import Broker, Event
 from .config import Config
+from .delivery import Delivery, Outgoing
 from .errors import ApiError
 from .feeds import Feed
 from .tasks import TaskService
@@ -101,6 +102,7 @@ class SocketGateway:
             engineio_logger=False,
         )
         engineio_fixes.apply(self.sio.eio)
+        self.delivery = Delivery(self.sio.eio, config.max_pending_bytes, self._on_slow)
         self.sessions: dict[str, Session] = {}
         self._by_jti: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -221,7 +223,7 @@ class SocketGateway:
 
     async def _warn_expiring(self, session: Session) -> None:
         expires_at = session.identity.expires_at
-        await self._emit(session, "session:expiring", {
+        self._emit(session, "session:expiring", {
             "expires_at": iso_at(expires_at),
             "seconds_left": max(0, round(expires_at - time.time())),
         })
@@ -230,7 +232,7 @@ class SocketGateway:
         """Tell the socket why, then disconnect it (the client will not auto-reconnect)."""
         if session.sid not in self.sessions:
             return
-        await self._emit(session, "session:ended", {"reason": reason, "message": message})
+        self._emit(session, "session:ended", {"reason": reason, "message": message})
         await self.sio.disconnect(session.sid, namespace=NAMESPACE)
 
     async def revoke(self, jti: str) -> None:
@@ -241,15 +243,20 @@ class SocketGateway:
 
     # -- sending -------------------------------------------------------------------
 
-    def encode(self, name: str, data: Any) -> Any:
-        return self.sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE,
-                                     data=[name, data]).encode()
+    def encode(self, name: str, data: Any) -> Outgoing:
+        return Outgoing(self.sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE,
+                                              data=[name, data]).encode())
 
-    async def _send(self, session: Session, encoded: Any) -> None:
-        await self.sio.eio.send(session.eio_sid, encoded)
+    def _emit(self, session: Session, name: str, data: Any) -> None:
+        self.delivery.send(session.eio_sid, self.encode(name, data))
 
-    async def _emit(self, session: Session, name: str, data: Any) -> None:
-        await self._send(session, self.encode(name, data))
+    def _on_slow(self, eio_sid: str) -> None:
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+        session = self.sessions.get(sid) if sid else None
+        log.warning("dropped a socket that stopped reading (user %s)",
+                    session.user_id if session else "?")
+        if session is not None:
+            self._spawn(session, self.sio.disconnect(session.sid, namespace=NAMESPACE))
 
     # -- relay: broker -> rooms ----------------------------------------------------
 
@@ -272,17 +279,19 @@ class SocketGateway:
         if kind not in TASK_EVENTS:
             return
         scope = event["scope"]
-        encoded = None
-        for sid, _ in self.sio.manager.get_participants(NAMESPACE, scope):
-            session = self.sessions.get(sid)
+        outgoing = None
+        send = self.delivery.send
+        sessions = self.sessions
+        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, scope):
+            session = sessions.get(sid)
             feed = session.feeds.get(scope) if session is not None else None
             if session is None or feed is None:
                 continue
             verdict = feed.offer(event)
             if verdict == "send":
-                if encoded is None:
-                    encoded = self.encode(kind, event)
-                await self._send(session, encoded)
+                if outgoing is None:
+                    outgoing = self.encode(kind, event)  # once for every recipient
+                send(eio_sid, outgoing)
                 self.delivered += 1
             elif verdict == "repair":
                 self._spawn(session, self._repair(session, feed, grace=GAP_GRACE))
@@ -296,7 +305,7 @@ class SocketGateway:
                     self._spawn(session, self._repair(session, feed))
 
     async def _flush_or_repair(self, session: Session, feed: Feed) -> None:
-        await self._flush(session, feed)
+        self._flush(session, feed)
         await self._repair(session, feed)
 
     async def _repair(self, session: Session, feed: Feed, grace: float = 0.0) -> None:
@@ -304,24 +313,24 @@ class SocketGateway:
         _, _, store = self._services()
         if grace:
             await asyncio.sleep(grace)
-            await self._flush(session, feed)  # the missing event may have arrived
+            self._flush(session, feed)  # the missing event may have arrived
         while feed.repairing:
             while True:
                 answer = await self._retrying(
                     lambda: store.sync(feed.scope, feed.cursor, self.config.sync_limit_max))
                 if answer.changes or answer.reset:
-                    await self._emit(session, "sync", answer.to_dict())
+                    self._emit(session, "sync", answer.to_dict())
                 feed.cursor = answer.seq
                 if not answer.more:
                     break
-            await self._flush(session, feed)
+            self._flush(session, feed)
 
-    async def _flush(self, session: Session, feed: Feed) -> None:
+    def _flush(self, session: Session, feed: Feed) -> None:
         """Send held events that follow the cursor; end repairing if nothing is missing."""
         while True:
             ready, complete = feed.take_ready()
             for event in ready:
-                await self._send(session, self.encode(event["type"], event))
+                self.delivery.send(session.eio_sid, self.encode(event["type"], event))
                 self.delivered += 1
             if not complete:
                 return  # a gap remains: the caller reads the store again
