@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from . import logs
 from .config import Config, ConfigError, load_config
@@ -24,8 +26,24 @@ def _serve(config: Config) -> None:
         "starting instance %s on http://%s:%d (%s mode; store %s; broker %s)",
         config.instance_id, config.host, config.port, mode,
         _without_credentials(config.store_url), _without_credentials(config.broker_url))
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                access_log=None)
+    app = create_app(config)
+    if config.gc_gen0:
+        app.on_startup.append(_tune_gc(config.gc_gen0))
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+
+
+def _tune_gc(gen0: int) -> Callable[[Any], Awaitable[None]]:
+    """After start-up, move what exists to the permanent generation and collect the
+    young one far less often: a server's objects are long-lived or freed by refcount,
+    and frequent gen-0 collections over thousands of sockets cost more than they free
+    (the peer benchmark measured 2.4x deliveries from this alone)."""
+
+    async def tune(app: Any) -> None:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(gen0, 50, 100)
+
+    return tune
 
 
 def _without_credentials(url: str) -> str:
