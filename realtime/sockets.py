@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +47,7 @@ REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Events of one scope published by two instances can cross in Redis; wait this long for
 # the missing one before reading the store.
 GAP_GRACE = 0.05
+DEADLINE_TICK = 0.5  # how often token deadlines are checked (seconds)
 
 
 class _OrjsonCodec:
@@ -71,14 +74,13 @@ def iso_at(epoch: float) -> str:
 
 
 class Session:
-    __slots__ = ("eio_sid", "feeds", "identity", "sid", "tasks", "timers")
+    __slots__ = ("eio_sid", "feeds", "identity", "sid", "tasks")
 
     def __init__(self, sid: str, eio_sid: str, identity: Identity) -> None:
         self.sid = sid
         self.eio_sid = eio_sid
         self.identity = identity
         self.feeds: dict[str, Feed] = {}
-        self.timers: list[asyncio.TimerHandle] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -107,6 +109,9 @@ class SocketGateway:
         self._by_jti: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._relay_task: asyncio.Task[None] | None = None
+        self._deadline_task: asyncio.Task[None] | None = None
+        self._deadlines: list[tuple[float, int, str, str]] = []
+        self._tiebreak = itertools.count()
         self._auth: AuthService | None = None
         self._tasks: TaskService | None = None
         self._store: Store | None = None
@@ -129,14 +134,17 @@ class SocketGateway:
         self._auth, self._tasks, self._store, self._broker = auth, tasks, store, broker
         broker.subscribe(self._queue.put_nowait)
         self._relay_task = asyncio.create_task(self._relay_forever(), name="socket-relay")
+        self._deadline_task = asyncio.create_task(self._watch_deadlines(),
+                                                  name="socket-deadlines")
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
             await self._end(session, "server_shutdown", "the server is shutting down")
-        if self._relay_task is not None:
-            self._relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay_task
+        for task in (self._relay_task, self._deadline_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _services(self) -> tuple[AuthService, TaskService, Store]:
         if self._auth is None or self._tasks is None or self._store is None:
@@ -198,8 +206,6 @@ class SocketGateway:
             sids.discard(sid)
             if not sids:
                 del self._by_jti[session.identity.jti]
-        for timer in session.timers:
-            timer.cancel()
         for task in list(session.tasks):
             task.cancel()
         if self._broker is not None:
@@ -212,14 +218,28 @@ class SocketGateway:
         task.add_done_callback(session.tasks.discard)
 
     def _schedule_expiry(self, session: Session) -> None:
-        loop = asyncio.get_running_loop()
-        left = session.identity.expires_at - time.time()
-        notice_in = max(0.0, left - self.config.expiry_notice)
-        session.timers.append(loop.call_later(
-            notice_in, lambda: self._spawn(session, self._warn_expiring(session))))
-        session.timers.append(loop.call_later(
-            max(0.0, left), lambda: self._spawn(session, self._end(
-                session, "token_expired", "your token expired; log in again"))))
+        # One heap for all sockets instead of two timer handles per socket (memory).
+        expires_at = session.identity.expires_at
+        heapq.heappush(self._deadlines, (expires_at - self.config.expiry_notice,
+                                         next(self._tiebreak), "expiring", session.sid))
+        heapq.heappush(self._deadlines, (expires_at, next(self._tiebreak), "expired",
+                                         session.sid))
+
+    async def _watch_deadlines(self) -> None:
+        """Warn sockets shortly before their token expires and end them when it does."""
+        while True:
+            now = time.time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, _, kind, sid = heapq.heappop(self._deadlines)
+                session = self.sessions.get(sid)
+                if session is None:
+                    continue  # long gone; entries are dropped lazily
+                if kind == "expiring":
+                    self._spawn(session, self._warn_expiring(session))
+                else:
+                    self._spawn(session, self._end(session, "token_expired",
+                                                   "your token expired; log in again"))
+            await asyncio.sleep(DEADLINE_TICK)
 
     async def _warn_expiring(self, session: Session) -> None:
         expires_at = session.identity.expires_at
@@ -267,6 +287,9 @@ class SocketGateway:
                 await self.relay(event)
             except Exception:
                 log.exception("relay failed on %s", event.get("type"))
+            # A fan-out never suspends by itself; let requests, pings and the sockets'
+            # own traffic run between two events.
+            await asyncio.sleep(0)
 
     async def relay(self, event: Event) -> None:
         kind = event.get("type")
