@@ -17,13 +17,19 @@ import pytest
 from realtime.errors import ApiError
 from store import Store, TaskQuery, store_from_url
 
-BACKENDS = ["sqlite"]
+from mongo_server import TwoInstances, mongodb_uri, mongodb_url  # noqa: F401  (fixtures)
+
+BACKENDS = ["sqlite", "mongodb"]
 T0 = "2026-01-01T00:00:00.000Z"
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = store_from_url(f"sqlite:///{tmp_path}/contract.db")
+    backend: Any
+    if request.param == "mongodb":  # two instances sharing a fresh database per test
+        backend = TwoInstances(request.getfixturevalue("mongodb_url"))
+    else:
+        backend = store_from_url(f"sqlite:///{tmp_path}/contract.db")
     await backend.open()
     yield backend
     await backend.close()
