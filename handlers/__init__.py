@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import auth, system, tasks
+from realtime import keys
+
+from . import auth, bench, system, tasks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -22,3 +24,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/health", system.health)
     app.router.add_get("/api/ready", system.ready)
     app.router.add_get("/api/openapi.json", system.openapi)
+    if app[keys.CONFIG].bench_endpoints:  # benchmark-only routes; never in production
+        bench.setup(app)

@@ -186,6 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
     _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("sockets.max_pending_bytes", "max_pending_bytes", _int_in(4096, 1 << 30), 1 << 20),
+    # Benchmark-only routes (handlers/bench.py): off by default, refused in production.
+    _s("bench.endpoints", "bench_endpoints", _bool, False),
 )
 
 
@@ -225,6 +227,7 @@ class Config:
     expiry_notice: float
     max_message_bytes: int
     max_pending_bytes: int
+    bench_endpoints: bool
     source: str = "defaults"
 
     @property
@@ -320,6 +323,11 @@ def _check_combinations(config: Config) -> None:
             )
         if "*" in config.frontend_url.split(","):
             raise ConfigError("config error: FRONTEND_URL must not be * in production mode")
+        if config.bench_endpoints:
+            raise ConfigError(
+                "config error: bench.endpoints must be false in production mode "
+                "(the benchmark routes skip per-request authentication)"
+            )
     elif not secret and not config.embedded_store:
         raise ConfigError(
             "config error: JWT_SECRET is required when the store is not the embedded SQLite "

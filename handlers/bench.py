@@ -1,0 +1,132 @@
+"""Benchmark-only routes: registered only when the setting `bench.endpoints` is true.
+
+They exist so that bench/peer_compare.py can drive this server the way the peer
+benchmark drives Node Socket.IO and stock python-socketio (whose servers publish
+through an HTTP control endpoint), without a synthetic event path: every event still
+comes from a real task write. The setting is off by default and `load_config`
+refuses it in production mode.
+
+- `POST /api/_bench/creates` with `[[user_id, title], ...]` (optionally
+  `[user_id, title, mutation_id]`): creates those tasks through `TaskService.create`,
+  the product's one write path (validate -> the store commits and assigns the
+  scope's seq -> the broker publishes -> every instance's relay delivers), all
+  concurrently so that the store's group commit batches them. Answers
+  `200 {"created": n}` once every write is committed.
+- `GET /api/_bench/stats`: sockets, RSS, delivery, broker, store and GC counters.
+
+**These routes skip per-request authentication**: a create names the user it writes
+for, whoever sends it. That is acceptable only because they are for benchmarks, off
+by default, refused in production, and answer only requests from the loopback
+interface (anything else gets 403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from realtime import keys, validation
+from realtime.errors import ApiError
+
+from .middleware import json_response, read_json
+from .system import _rss_bytes
+
+MAX_BATCH = 10_000
+
+
+@dataclass
+class BenchStats:
+    batches: int = 0
+    creates: int = 0
+    create_seconds: float = 0.0  # summed over creates: await TaskService.create
+    batch_seconds: float = 0.0  # summed over batches: the whole gather
+
+
+BENCH_STATS = web.AppKey("bench_stats", BenchStats)
+
+
+def setup(app: web.Application) -> None:
+    app[BENCH_STATS] = BenchStats()
+    app.router.add_post("/api/_bench/creates", creates)
+    app.router.add_get("/api/_bench/stats", stats)
+
+
+def _loopback_only(request: web.Request) -> None:
+    try:
+        local = ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise ApiError("forbidden", "benchmark routes answer only the loopback interface")
+
+
+def _items(body: Any) -> list[tuple[str, dict[str, Any], str | None]]:
+    if not isinstance(body, list) or not body:
+        raise ApiError("invalid", "send a non-empty array of [user_id, title] pairs")
+    if len(body) > MAX_BATCH:
+        raise ApiError("too_large", f"at most {MAX_BATCH} creates per request")
+    items = []
+    for item in body:
+        if not isinstance(item, list) or len(item) not in (2, 3):
+            raise ApiError("invalid", "each item must be [user_id, title] or "
+                                      "[user_id, title, mutation_id]")
+        user_id = validation.task_id(item[0], "user_id")  # same alphabet as a scope id
+        _, fields = validation.new_task({"title": item[1]})
+        mutation_id = validation.mutation_id(item[2] if len(item) == 3 else None)
+        items.append((user_id, fields, mutation_id))
+    return items
+
+
+async def creates(request: web.Request) -> web.Response:
+    """Create tasks for the named users, concurrently, through the real write path.
+
+    No per-request authentication (bench only, loopback only, off by default)."""
+    _loopback_only(request)
+    items = _items(await read_json(request))
+    tasks = request.app[keys.TASKS]
+    bench = request.app[BENCH_STATS]
+
+    async def one(user_id: str, fields: dict[str, Any], mutation_id: str | None) -> None:
+        started = time.perf_counter()
+        await tasks.create(user_id, None, fields, mutation_id)
+        bench.create_seconds += time.perf_counter() - started
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(*item) for item in items))
+    bench.batches += 1
+    bench.creates += len(items)
+    bench.batch_seconds += time.perf_counter() - started
+    return json_response({"created": len(items)})
+
+
+async def stats(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    app = request.app
+    gateway = app[keys.SOCKETS]
+    broker = app[keys.BROKER]
+    store = app[keys.STORE]
+    bench = app[BENCH_STATS]
+    commits, writes = getattr(store, "group_commits", (None, None))
+    return json_response({
+        "sockets": len(gateway.sio.eio.sockets),
+        "sessions": len(gateway.sessions),
+        "rss": _rss_bytes(),
+        "delivered": gateway.delivered,
+        "delivery": {"direct": gateway.delivery.direct, "queued": gateway.delivery.queued,
+                     "dropped_slow": gateway.delivery.dropped_slow},
+        "broker": {name: getattr(broker, name) for name in
+                   ("published", "received", "dropped", "reconnects") if hasattr(broker, name)},
+        "store": {"commits": commits, "writes": writes},
+        "bench": {"batches": bench.batches, "creates": bench.creates,
+                  "create_seconds": round(bench.create_seconds, 6),
+                  "batch_seconds": round(bench.batch_seconds, 6)},
+        "gc": {"counts": gc.get_count(), "threshold": gc.get_threshold(),
+               "collections": [s["collections"] for s in gc.get_stats()],
+               "frozen": gc.get_freeze_count()},
+    })

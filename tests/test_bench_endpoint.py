@@ -1,0 +1,71 @@
+"""The benchmark-only routes (handlers/bench.py): off by default, real writes when on,
+never in production."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from realtime import keys
+from realtime.app import create_app
+from realtime.config import ConfigError, load_config
+
+from conftest import TEST_SECRET, make_config
+
+
+async def test_off_by_default(aiohttp_client: Any, tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert config.bench_endpoints is False
+    client = await aiohttp_client(create_app(config))
+    response = await client.post("/api/_bench/creates", json=[["u1", "a title"]])
+    assert response.status == 404
+    assert (await client.get("/api/_bench/stats")).status == 404
+
+
+async def test_creates_real_tasks_with_seq(aiohttp_client: Any, tmp_path: Path) -> None:
+    config = make_config(tmp_path, **{"bench.endpoints": True})
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    items = [["alice", f"task {i}"] for i in range(5)] + [["bob", "only one", "m-1"]]
+    response = await client.post("/api/_bench/creates", json=items)
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"created": 6}
+
+    # Written through the store: the scope's seq counts every create, with no gap,
+    # and sync (the public read path) returns them.
+    store = app[keys.STORE]
+    assert await store.head("user:alice") == 5
+    assert await store.head("user:bob") == 1
+    answer = await store.sync("user:alice", 0, 100)
+    assert sorted(task["seq"] for task in answer.changes) == [1, 2, 3, 4, 5]
+    assert {task["title"] for task in answer.changes} == {f"task {i}" for i in range(5)}
+    assert all(task["owner"] == "alice" and task["version"] == 1 for task in answer.changes)
+
+    stats = await (await client.get("/api/_bench/stats")).json()
+    assert stats["bench"]["creates"] == 6 and stats["bench"]["batches"] == 1
+    assert stats["sockets"] == 0 and stats["rss"] > 0
+
+
+@pytest.mark.parametrize("body", [
+    [], {}, [["alice"]], [["alice", ""]], [["no spaces allowed", "t"]], [["alice", 5]],
+    [["alice", "t", "bad mutation id"]],
+])
+async def test_bad_input_is_a_clean_400(aiohttp_client: Any, tmp_path: Path,
+                                        body: Any) -> None:
+    config = make_config(tmp_path, **{"bench.endpoints": True})
+    client = await aiohttp_client(create_app(config))
+    response = await client.post("/api/_bench/creates", json=body)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid"
+
+
+def test_refused_in_production() -> None:
+    with pytest.raises(ConfigError, match=r"bench\.endpoints"):
+        load_config(env={"NODE_ENV": "production", "JWT_SECRET": TEST_SECRET,
+                         "TASKMASTER_BENCH_ENDPOINTS": "true"}, path=None)
+    # ... and on from the environment outside production
+    config = load_config(env={"JWT_SECRET": TEST_SECRET, "TASKMASTER_BENCH_ENDPOINTS": "1"},
+                         path=None)
+    assert config.bench_endpoints
