@@ -12,9 +12,10 @@ from typing import Any
 
 from . import logs
 from .config import Config, ConfigError, load_config
+from .errors import ApiError
 
 
-def _serve(config: Config) -> None:
+def _serve(config: Config) -> int:
     import uvloop
     from aiohttp import web
 
@@ -29,7 +30,13 @@ def _serve(config: Config) -> None:
     app = create_app(config)
     if config.gc_gen0:
         app.on_startup.append(_tune_gc(config.gc_gen0))
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    except (ApiError, ValueError, OSError) as exc:
+        # The store or broker refused at start-up, or the port is taken: one clear line.
+        print(f"taskmaster: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _tune_gc(gen0: int) -> Callable[[Any], Awaitable[None]]:
@@ -72,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(config.log_level, config.log_format, config.instance_id)
     if args.command == "serve":
-        _serve(config)
+        return _serve(config)
     return 0
 
 

@@ -14,9 +14,8 @@ uniquely named database per test, dropped afterwards). One SecantusDB serves the
 run, however many modules import the fixtures. `TwoInstances` makes one store of two
 MongoDB store instances sharing a database (the contract suite runs on it).
 
-When neither a `MONGODB_URI` nor SecantusDB can be had, tests that need MongoDB are
-skipped locally and FAIL under `CI=true`. A `MONGODB_URI` that does not answer always
-fails: it was asked for explicitly.
+When neither a `MONGODB_URI` nor SecantusDB can be had, tests that need MongoDB fail
+(never skip: SecantusDB is a test dependency that scripts/test installs).
 
 `MongoServer` is usable on its own, for fault tests: `stop(keep_data=True)` then `start()`
 brings the same server back on the same port with the same data.
@@ -46,7 +45,6 @@ from pymongo.errors import PyMongoError
 
 from store import store_from_url
 
-CI = os.environ.get("CI", "").lower() == "true"
 LISTENING = re.compile(rb"secantus listening on (\S+):(\d+)")
 START_TIMEOUT = 30.0
 
@@ -232,9 +230,8 @@ def mongodb_uri() -> Iterator[str]:
     try:
         uri = _Shared.acquire()
     except MongoServerError as exc:
-        if CI or os.environ.get("MONGODB_URI"):
-            pytest.fail(f"no MongoDB for the tests: {exc}", pytrace=False)
-        pytest.skip(f"no MongoDB for the tests: {exc}")
+        # Never a skip: SecantusDB is a test dependency (scripts/test installs it).
+        pytest.fail(f"no MongoDB for the tests: {exc}", pytrace=False)
     try:
         yield uri
     finally:

@@ -123,3 +123,14 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, env: dict[st
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0], result.stderr
+
+
+def test_a_store_that_cannot_open_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    result = subprocess.run(
+        [TASKMASTER, "serve", "--port", str(free_port())], cwd=tmp_path,
+        env={**os.environ, "TASKMASTER_STORE_URL": "sqlite:///data/tm.db"},
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("taskmaster: cannot start:")
+    assert "Traceback" not in result.stderr

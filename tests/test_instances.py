@@ -13,13 +13,17 @@ import aiohttp
 import pytest
 
 from conftest import TEST_SECRET
+from mongo_server import mongodb_uri, mongodb_url  # noqa: F401  (fixtures)
 from processes import Instance
 from redis_server import shared_redis_url
 from socket_clients import Tab
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["mongodb", "sqlite"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One MongoDB (the production layout), or one SQLite file shared by the processes."""
+    if request.param == "mongodb":
+        return str(request.getfixturevalue("mongodb_url"))
     return f"sqlite:///{tmp_path}/shared.db"
 
 

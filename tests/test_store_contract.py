@@ -1,7 +1,8 @@
 """The persistence contract (store/base.py), run against every backend.
 
-MongoDB joins the `store` fixture's parameters when its backend lands; every test
-here must pass unchanged on it.
+Every test runs on SQLite and on MongoDB (SecantusDB here, or the server named by
+MONGODB_URI); on MongoDB through two store instances sharing one database, as two
+server instances would.
 """
 
 from __future__ import annotations
