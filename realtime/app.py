@@ -67,7 +67,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     secret = await asyncio.get_running_loop().run_in_executor(None, resolve_secret, config)
     auth = AuthService(config, app[keys.STORE], app[keys.BROKER], secret)
-    await auth.warm_up()
+    await auth.start()
     app[keys.AUTH] = auth
     app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
     yield

@@ -94,7 +94,12 @@ class AuthService:
         )
         self._hashing = asyncio.Semaphore(os.cpu_count() or 2)
         self._dummy_hash: str | None = None
-        self._revoked_here: dict[str, float] = {}
+        # Every unexpired revocation, kept in memory so that checking a token costs no
+        # store round trip: loaded at start, extended by this instance's logouts and by
+        # other instances' (control:revoke through the broker), and reloaded from the
+        # store whenever the broker may have missed messages (control:resync).
+        self._revoked: dict[str, float] = {}
+        self._reloads: set[asyncio.Task[None]] = set()
 
     # -- passwords ---------------------------------------------------------------
 
@@ -121,6 +126,30 @@ class AuthService:
     async def warm_up(self) -> None:
         """Make the dummy hash now, so the first unknown-email login is not faster."""
         self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
+
+    async def start(self) -> None:
+        await self.warm_up()
+        await self.reload_revocations()
+        self.broker.subscribe(self._on_broker_event)
+
+    async def reload_revocations(self) -> None:
+        self._revoked = {**await self.store.revocations(self._clock()), **self._revoked}
+        self._forget_expired()
+
+    def _on_broker_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "control:revoke" and isinstance(event.get("jti"), str):
+            self._revoked[event["jti"]] = float(event.get("expires_at") or self._clock() + 1e9)
+        elif kind == "control:resync":
+            task = asyncio.ensure_future(self._reload_quietly())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload_revocations()
+        except ApiError:
+            log.warning("could not reload revocations from the store; keeping what we have")
 
     # -- accounts ----------------------------------------------------------------
 
@@ -185,21 +214,22 @@ class AuthService:
         if not token:
             raise unauthorized("missing token")
         identity = self.decode(token)
-        if identity.jti in self._revoked_here or await self.store.is_revoked(identity.jti):
+        if identity.jti in self._revoked:
             raise unauthorized("token revoked")
         return identity
 
     async def revoke(self, identity: Identity) -> None:
         """Refuse the token from now on, and drop its live sockets on every instance."""
-        self._revoked_here[identity.jti] = identity.expires_at
         await self.store.revoke_token(identity.jti, identity.expires_at)
-        self.broker.publish({"type": "control:revoke", "jti": identity.jti})
+        self._revoked[identity.jti] = identity.expires_at
+        self.broker.publish({"type": "control:revoke", "jti": identity.jti,
+                             "expires_at": identity.expires_at})
         self._forget_expired()
 
     def _forget_expired(self) -> None:
         now = self._clock()
-        for jti in [jti for jti, exp in self._revoked_here.items() if exp < now]:
-            del self._revoked_here[jti]
+        for jti in [jti for jti, exp in self._revoked.items() if exp < now]:
+            del self._revoked[jti]
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -99,6 +99,9 @@ class Store(Protocol):
 
     async def revoke_token(self, jti: str, expires_at: float) -> None: ...
     async def is_revoked(self, jti: str) -> bool: ...
+    async def revocations(self, now_epoch: float) -> dict[str, float]:
+        """Every revocation whose token has not expired yet: {jti: expires_at}."""
+        ...
 
     async def create_task(self, task: Task) -> tuple[Task, bool]:
         """Insert `task` (all fields but seq/version). Returns (task, created).

@@ -406,6 +406,14 @@ class MongoStore:
 
         await self._run(upsert)
 
+    async def revocations(self, now_epoch: float) -> dict[str, float]:
+        async def load() -> dict[str, float]:
+            cursor = self.revoked.find({"expires_at": {"$gte": now_epoch}})
+            return {doc["_id"]: doc["expires_at"] async for doc in cursor}
+
+        result: dict[str, float] = await self._run(load)
+        return result
+
     async def is_revoked(self, jti: str) -> bool:
         return await self._run(self.revoked.find_one, {"_id": jti}, {"_id": 1}) is not None
 

@@ -267,6 +267,11 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO revoked_tokens(jti, expires_at) VALUES (?, ?)",
             (jti, expires_at)))
 
+    async def revocations(self, now_epoch: float) -> dict[str, float]:
+        return await self._read(lambda db: dict(db.execute(
+            "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= ?",
+            (now_epoch,)).fetchall()))
+
     async def is_revoked(self, jti: str) -> bool:
         return await self._read(lambda db: db.execute(
             "SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)).fetchone() is not None)

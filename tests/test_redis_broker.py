@@ -173,6 +173,9 @@ async def test_redis_going_away_costs_no_client_its_convergence(
         user = await a.as_new_user()
         scope = f"user:{user.user['id']}"
         on_b = Api(b.client, b.checker, token=user.token)
+        second = await a.post("/api/auth/login", token=None, json={
+            "email": user.user["email"], "password": "correct horse"})
+        doomed = second.body["token"]
         tab = await Tab(url_of(a), user.token, cursors={scope: 0}).connect()
         closing.append(tab)
         await on_b.post("/api/tasks", json={"title": "before"})
@@ -184,6 +187,7 @@ async def test_redis_going_away_costs_no_client_its_convergence(
             assert (await on_b.post("/api/tasks", json={"title": f"during {n}"})).status == 201
         local = await tab.call("task:create", {"title": "local socket write"})
         assert local["ok"]  # ... and local sockets keep working, live
+        assert (await b.post("/api/auth/logout", token=doomed)).status == 204
         server.start()
         await wait_ready(a)
         await wait_ready(b)
@@ -194,5 +198,8 @@ async def test_redis_going_away_costs_no_client_its_convergence(
         assert tab.replica.violations == []
         assert tab.replica.tasks == truth
         assert broker_of(a).reconnects >= 1
+        # A logout made on b while a was deaf reaches a too once Redis is back.
+        refused = await a.get("/api/auth/me", token=doomed)
+        assert refused.status == 401 and refused.error["message"] == "token revoked"
     finally:
         server.stop()

@@ -77,6 +77,8 @@ async def test_revocations_are_kept_until_they_expire(store: Store) -> None:
     await store.revoke_token("j1", expires_at=1000.0)  # twice is fine
     assert await store.is_revoked("j1") and await store.is_revoked("j2")
     assert not await store.is_revoked("j3")
+    assert await store.revocations(now_epoch=500.0) == {"j1": 1000.0, "j2": 5000.0}
+    assert await store.revocations(now_epoch=2000.0) == {"j2": 5000.0}
     await store.purge(tombstones_before=T0, now_epoch=2000.0)
     assert not await store.is_revoked("j1")
     assert await store.is_revoked("j2")
