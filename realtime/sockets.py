@@ -29,7 +29,7 @@ import socketio
 from socketio import packet as sio_packet
 from socketio.msgpack_packet import MsgPackPacket
 
-from store import Store
+from store import Store, SyncAnswer
 
 from . import engineio_fixes, scopes, validation
 from .auth import AuthService, Identity
@@ -48,6 +48,7 @@ REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 # the missing one before reading the store.
 GAP_GRACE = 0.05
 DEADLINE_TICK = 0.5  # how often token deadlines are checked (seconds)
+RELAY_QUEUE_MAX = 100_000  # events waiting for fan-out on this instance
 
 
 class _OrjsonCodec:
@@ -107,7 +108,9 @@ class SocketGateway:
         self.delivery = Delivery(self.sio.eio, config.max_pending_bytes, self._on_slow)
         self.sessions: dict[str, Session] = {}
         self._by_jti: dict[str, set[str]] = {}
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(RELAY_QUEUE_MAX)
+        self._inflight_syncs: dict[tuple[str, int], asyncio.Future[SyncAnswer]] = {}
+        self.relay_overflows = 0
         self._relay_task: asyncio.Task[None] | None = None
         self._deadline_task: asyncio.Task[None] | None = None
         self._deadlines: list[tuple[float, int, str, str]] = []
@@ -132,7 +135,7 @@ class SocketGateway:
     async def start(self, auth: AuthService, tasks: TaskService, store: Store,
                     broker: Broker) -> None:
         self._auth, self._tasks, self._store, self._broker = auth, tasks, store, broker
-        broker.subscribe(self._queue.put_nowait)
+        broker.subscribe(self._enqueue)
         self._relay_task = asyncio.create_task(self._relay_forever(), name="socket-relay")
         self._deadline_task = asyncio.create_task(self._watch_deadlines(),
                                                   name="socket-deadlines")
@@ -280,6 +283,17 @@ class SocketGateway:
 
     # -- relay: broker -> rooms ----------------------------------------------------
 
+    def _enqueue(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Bounded memory: drop it; every feed's next check against the store (the
+            # gap it leaves, or this resync) delivers what it carried.
+            self.relay_overflows += 1
+            if self.relay_overflows % 1000 == 1:
+                log.warning("relay queue full: events dropped, sockets will resync")
+            self.resync_all()
+
     async def _relay_forever(self) -> None:
         while True:
             event = await self._queue.get()
@@ -333,14 +347,12 @@ class SocketGateway:
 
     async def _repair(self, session: Session, feed: Feed, grace: float = 0.0) -> None:
         """Fill the feed's gap from the store, then send what was held, in order."""
-        _, _, store = self._services()
         if grace:
             await asyncio.sleep(grace)
             self._flush(session, feed)  # the missing event may have arrived
         while feed.repairing:
             while True:
-                answer = await self._retrying(
-                    lambda: store.sync(feed.scope, feed.cursor, self.config.sync_limit_max))
+                answer = await self._retrying(lambda: self._shared_sync(feed.scope, feed.cursor))
                 if answer.changes or answer.reset:
                     self._emit(session, "sync", answer.to_dict())
                 feed.cursor = answer.seq
@@ -360,6 +372,18 @@ class SocketGateway:
             if not feed.held:
                 feed.repairing = False
                 return
+
+    async def _shared_sync(self, scope: str, since: int) -> SyncAnswer:
+        """One store read for every socket repairing the same scope from the same seq
+        (a big room after a Redis reconnection would otherwise read it once per socket)."""
+        key = (scope, since)
+        pending = self._inflight_syncs.get(key)
+        if pending is None:
+            _, _, store = self._services()
+            pending = asyncio.ensure_future(store.sync(scope, since, self.config.sync_limit_max))
+            self._inflight_syncs[key] = pending
+            pending.add_done_callback(lambda _: self._inflight_syncs.pop(key, None))
+        return await asyncio.shield(pending)
 
     async def _retrying(self, read: Callable[[], Awaitable[Any]]) -> Any:
         for delay in (*REPAIR_BACKOFF, None):

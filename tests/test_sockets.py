@@ -517,3 +517,32 @@ async def test_a_burst_of_events_is_answered_in_full_and_the_instance_stays_heal
     assert all(a["error"]["code"] == "invalid" for a in acks if not a["ok"])
     assert (await user_api.get("/api/ready")).status == 200
     assert (await tab.call("sync", {"scope": scope_of(user_api), "since": 0}))["seq"] == 200
+
+
+async def test_sockets_repairing_the_same_gap_share_one_store_read(user_api: Api,
+                                                                   tabs: OpenTab) -> None:
+    url, scope = url_of(user_api), scope_of(user_api)
+    room = [await tabs(url, user_api.token) for _ in range(20)]
+    await create(user_api, "before")
+    for tab in room:
+        await tab.wait_event("task:created")
+    store = user_api.app[keys.STORE]
+    real_sync, reads = store.sync, []
+
+    async def counting_sync(*args: Any) -> Any:
+        reads.append(args)
+        return await real_sync(*args)
+
+    store.sync = counting_sync
+    try:
+        await store.create_task({  # a change the broker never carried
+            "id": "silent", "owner": user_api.user["id"], "scope": scope, "title": "silent",
+            "description": "", "status": "todo", "priority": "medium", "due_date": None,
+            "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"})
+        user_api.app[keys.SOCKETS].resync_all()  # what a Redis reconnection triggers
+        for tab in room:
+            page = await tab.wait_event("sync")
+            assert [c["id"] for c in page["changes"]] == ["silent"]
+    finally:
+        store.sync = real_sync
+    assert len(reads) == 1
