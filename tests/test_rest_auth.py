@@ -212,3 +212,28 @@ async def test_token_of_a_user_that_does_not_exist(api: Api) -> None:
     reply = await api.get("/api/auth/me", token=ghost)
     assert reply.status == 401
     assert reply.error["code"] == "unauthorized"
+
+
+async def test_unknown_email_costs_one_verification_like_a_wrong_password(api: Api) -> None:
+    """Same time without a timed test: both paths run exactly one argon2 verification,
+    against hashes made with the same parameters."""
+    user = await api.as_new_user()
+    auth = api.app[keys.AUTH]
+    real_hasher = auth._hasher
+    verified: list[str] = []
+
+    class CountingHasher:
+        def verify(self, stored_hash: str, password: str) -> bool:
+            verified.append(stored_hash.rsplit("$", 2)[0])  # algorithm, version, parameters
+            return bool(real_hasher.verify(stored_hash, password))
+
+    auth._hasher = CountingHasher()
+    try:
+        for email in (user.user["email"], "nobody-at-all@example.com"):
+            reply = await api.post("/api/auth/login", token=None,
+                                   json={"email": email, "password": "wrong password"})
+            assert reply.status == 401
+    finally:
+        auth._hasher = real_hasher
+    assert len(verified) == 2 and verified[0] == verified[1]
+    assert verified[0].startswith("$argon2id$")
