@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import gc
 import itertools
-import math
 import os
 import platform
 import random
@@ -79,6 +78,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from realtime.loadtest.client import SioClient as LoadClient
+from realtime.loadtest.client import close_all, connect_many, ws_url_of
+from realtime.loadtest.procstat import CLK_TCK, cpu_seconds, rss_kib
+from realtime.loadtest.stats import latency_summary, percentile
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - the project depends on it off Windows
@@ -86,32 +90,11 @@ except ImportError:  # pragma: no cover - the project depends on it off Windows
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("idle", "bigroom", "latency")
 PASSWORD = "bench-password-123"
 
 
 # -- /proc readings ----------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int | str = "self") -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
-
-
-def rss_kib(pid: int | str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def machine_busy() -> tuple[float, float]:
@@ -175,25 +158,6 @@ def machine_facts() -> dict[str, Any]:
 
 
 # -- statistics --------------------------------------------------------------------------
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not values:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(values)))
-    return values[min(rank, len(values)) - 1]
-
-
-def latency_summary(seconds: list[float]) -> dict[str, Any]:
-    ms = sorted(s * 1000 for s in seconds)
-    out: dict[str, Any] = {"count": len(ms)}
-    for name, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
-        value = percentile(ms, pct)
-        out[name] = round(value, 2) if value is not None else None
-    out["max"] = round(ms[-1], 2) if ms else None
-    out["mean"] = round(statistics.fmean(ms), 2) if ms else None
-    return out
 
 
 def median(values: list[float | None]) -> float | None:
@@ -471,126 +435,24 @@ class Recorder:
             self.latencies.append(now - sent)
 
 
-class SioClient:
-    """One Socket.IO connection: Engine.IO v4 over aiohttp's WebSocket, namespace '/'."""
+class SioClient(LoadClient):
+    """One bench socket: realtime.loadtest's client, reporting to a Recorder."""
 
-    __slots__ = ("closed", "connect_error", "index", "reader", "recorder", "scope", "seqs",
-                 "token", "wrong", "ws")
+    __slots__ = ("index", "recorder", "scope", "seqs", "wrong")
 
     def __init__(self, index: int, user: User, recorder: Recorder) -> None:
+        super().__init__(user.token)
         self.index = index
-        self.token = user.token
         self.scope = user.scope
         self.recorder = recorder
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.reader: asyncio.Task[None] | None = None
         self.seqs: list[int] = []
         self.wrong = 0
-        self.closed: str | None = None
-        self.connect_error: str | None = None
 
-    async def connect(self, session: aiohttp.ClientSession, ws_url: str, within: float) -> bool:
-        try:
-            async with asyncio.timeout(within):
-                ws = await session.ws_connect(ws_url, compress=0, autoclose=True,
-                                              max_msg_size=8 << 20)
-                self.ws = ws
-                opened = await ws.receive()
-                if opened.type != aiohttp.WSMsgType.TEXT or not opened.data.startswith("0"):
-                    raise ConnectionError(f"no engine.io open packet: {opened.data!r:.100}")
-                await ws.send_str("40" + orjson.dumps({"token": self.token}).decode())
-                while True:
-                    answer = await ws.receive()
-                    if answer.type != aiohttp.WSMsgType.TEXT:
-                        raise ConnectionError(f"closed during connect: {answer.type}")
-                    if answer.data == "2":
-                        await ws.send_str("3")
-                        continue
-                    break
-                if answer.data.startswith("44"):
-                    raise ConnectionError(f"connect_error {answer.data[2:200]}")
-                if not answer.data.startswith("40"):
-                    raise ConnectionError(f"unexpected packet {answer.data!r:.100}")
-        except (TimeoutError, OSError, aiohttp.ClientError, ConnectionError) as exc:
-            self.connect_error = f"{type(exc).__name__}: {exc}"[:200]
-            if self.ws is not None:
-                with contextlib.suppress(Exception):
-                    await self.ws.close()
-            return False
-        self.reader = asyncio.create_task(self._read())
-        return True
+    def on_event(self, name: str, data: Any, now: float) -> None:
+        self.recorder.event(self, name, data, now)
 
-    async def _read(self) -> None:
-        ws = self.ws
-        assert ws is not None
-        event = self.recorder.event
-        text = aiohttp.WSMsgType.TEXT
-        try:
-            # Bounded by the connection's life; the bench closes every socket at the end.
-            while True:
-                message = await ws.receive()
-                now = time.perf_counter()
-                if message.type is not text:
-                    self.closed = self.closed or f"ws {message.type.name}"
-                    return
-                data = message.data
-                if data.startswith("42"):
-                    try:
-                        name, envelope, *_ = orjson.loads(data[2:])
-                    except (orjson.JSONDecodeError, ValueError, TypeError):
-                        self.wrong += 1
-                        continue
-                    event(self, name, envelope, now)
-                elif data == "2":
-                    await ws.send_str("3")
-                elif data.startswith("41") or data == "1":
-                    self.closed = self.closed or "server disconnect"
-                    return
-        except (OSError, aiohttp.ClientError) as exc:
-            self.closed = self.closed or f"{type(exc).__name__}"
-        except asyncio.CancelledError:
-            pass
-
-    async def close(self) -> None:
-        if self.closed is None:
-            self.closed = "bench"
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await self.ws.close()
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
-
-
-async def connect_many(session: aiohttp.ClientSession, ws_url: str, clients: list[SioClient],
-                       in_flight: int, within: float) -> dict[str, Any]:
-    gate = asyncio.Semaphore(in_flight)
-
-    async def one(client: SioClient) -> bool:
-        async with gate:
-            return await client.connect(session, ws_url, within)
-
-    start = time.perf_counter()
-    ok = await asyncio.gather(*(one(client) for client in clients))
-    elapsed = time.perf_counter() - start
-    errors = Counter(client.connect_error.split(":")[0] for client in clients
-                     if client.connect_error)
-    connected = sum(ok)
-    return {"sockets": len(clients), "connected": connected, "failed": len(clients) - connected,
-            "errors": dict(errors), "elapsed_s": round(elapsed, 3),
-            "connects_per_s": round(connected / elapsed, 1) if elapsed > 0 else None}
-
-
-async def close_all(clients: list[SioClient]) -> None:
-    for start in range(0, len(clients), 500):
-        await asyncio.gather(*(client.close() for client in clients[start:start + 500]))
-
-
-def ws_url_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"ws://{parts.netloc}/socket.io/?EIO=4&transport=websocket"
+    def on_malformed(self, raw: str) -> None:
+        self.wrong += 1
 
 
 # -- correctness -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`taskmaster`: the command line. `taskmaster serve` runs one instance."""
+"""`taskmaster`: the command line. `taskmaster serve` runs one instance;
+`taskmaster loadtest` load-tests running ones (realtime/loadtest)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="path to a config.toml (default: ./config.toml)")
     serve.add_argument("--host", help="listen address (overrides HOST)")
     serve.add_argument("--port", type=int, help="listen port (overrides PORT)")
+    from .loadtest import command as loadtest
+
+    loadtest_parser = loadtest.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "loadtest":  # a client: no server config to load
+        return loadtest.run_command(args, loadtest_parser)
 
     overrides = {}
     if args.host:
