@@ -26,10 +26,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .check import ScopeTrack, Verdict, compare_state
-from .client import AckTimeout, SioClient, close_all, connect_many, ws_url_of
+from .check import ScopeTrack, Verdict
+from .client import AckTimeout, close_all, connect_many, ws_url_of
 from .procstat import MachineWatch, ProcessWatch, loadavg
-from .stats import LogHistogram, latency_summary, percentile
+from .stats import latency_summary, percentile
+from .tabs import TITLE_TAG, LoadSocket, Tracker
 from .users import (
     ScopeState,
     SetupError,
@@ -42,11 +43,10 @@ from .users import (
     users_from_tokens,
     write_tokens_file,
 )
+from .verify import judge
 
-TASK_EVENTS = frozenset(("task:created", "task:updated", "task:deleted"))
 STATUSES = ("todo", "in_progress", "done")
 PRIORITIES = ("low", "medium", "high")
-TITLE_TAG = "lt "  # titles are "lt <mutation id>": a sync page's change names its write
 
 
 @dataclass
@@ -80,169 +80,6 @@ class Options:
     @property
     def user_count(self) -> int:
         return self.users if self.users is not None else max(1, self.sockets // 10)
-
-
-# -- what the sockets report to -----------------------------------------------------------
-
-
-class Tracker:
-    """Shared by every socket of the run: deliveries, latencies, correctness tracks."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-        self.sent_at: dict[str, float] = {}  # mutation id -> perf_counter right before send
-        self.latency = array("d")  # seconds, one per delivery of a write of this run
-        self.latency_at = array("d")  # when it was received (seconds since t0)
-        self.histogram = LogHistogram()
-        self.deliveries = 0
-        self.page_deliveries = 0
-        self.pages = 0
-        self.first_delivery: float | None = None
-        self.last_delivery: float | None = None
-        self.canon: dict[tuple[str, int], Any] = {}  # (scope, seq) -> the task first sent
-        self.content_differs: Counter[str] = Counter()
-        self.other_events: Counter[str] = Counter()
-        self.ended: Counter[str] = Counter()  # session:ended reasons
-        self.running = True  # sockets reconnect while this is set
-        self.ws_session: aiohttp.ClientSession | None = None  # for reconnects
-
-    def record_latency(self, sent: float, now: float) -> None:
-        value = now - sent
-        self.latency.append(value)
-        self.latency_at.append(now - self.t0)
-        self.histogram.add(value)
-
-    def delivered(self, scope: str, task: Any, now: float, origin: Any) -> Any:
-        """Count one delivery of `task`; returns the task to keep (shared between sockets)."""
-        self.deliveries += 1
-        if self.first_delivery is None:
-            self.first_delivery = now
-        self.last_delivery = now
-        key = (scope, task["seq"])
-        canon = self.canon.get(key)
-        if canon is None:
-            self.canon[key] = task
-            canon = task
-        elif canon != task:
-            self.content_differs[scope] += 1
-            canon = task
-        sent = self.sent_at.get(origin) if isinstance(origin, str) else None
-        if sent is None:
-            title = task.get("title")
-            if isinstance(title, str) and title.startswith(TITLE_TAG):
-                sent = self.sent_at.get(title[len(TITLE_TAG):])
-        if sent is not None:
-            self.record_latency(sent, now)
-        return canon
-
-
-class LoadSocket(SioClient):
-    """A simulated tab: one user's socket keeping per-scope tracks and a replica."""
-
-    __slots__ = ("index", "live_at_check", "reconnecting", "reconnects_left", "tracker",
-                 "tracks", "url_index", "user", "was_connected", "ws_url")
-
-    def __init__(self, index: int, user: User, url_index: int, ws_url: str,
-                 tracker: Tracker, reconnects: int) -> None:
-        super().__init__(user.token)
-        self.index = index
-        self.user = user
-        self.url_index = url_index
-        self.ws_url = ws_url
-        self.tracker = tracker
-        self.tracks: dict[str, ScopeTrack] = {}
-        self.reconnects_left = reconnects
-        self.reconnecting: asyncio.Task[None] | None = None
-        self.was_connected = False
-        self.live_at_check = False
-
-    @property
-    def live(self) -> bool:
-        return self.reader is not None and self.closed is None
-
-    def auth(self) -> dict[str, Any]:
-        return {"token": self.token,
-                "cursors": {scope: track.top for scope, track in self.tracks.items()
-                            if track.known_start}}
-
-    def track(self, scope: str, seq: int) -> ScopeTrack | None:
-        track = self.tracks.get(scope)
-        if track is not None:
-            return track
-        if scope.startswith("user:"):
-            # Only its own user scope was given a track at start: this is someone else's.
-            track = ScopeTrack(scope, start=seq - 1, known_start=False)
-            track.note("foreign_scope", f"an event of {scope}, not this user's")
-        else:  # a scope we did not know of (a shared board): track it from here on
-            track = ScopeTrack(scope, start=seq - 1, known_start=False)
-        self.tracks[scope] = track
-        return track
-
-    def on_event(self, name: str, data: Any, now: float) -> None:
-        tracker = self.tracker
-        if name in TASK_EVENTS:
-            try:
-                scope = data["scope"]
-                seq = data["seq"]
-                task = data["task"]
-                bad = (data["type"] != name or type(seq) is not int or task["seq"] != seq
-                       or task["scope"] != scope)
-            except (KeyError, TypeError):
-                bad, scope, seq = True, None, None
-            if bad or not isinstance(scope, str) or not isinstance(seq, int):
-                self._malformed(f"{name} {str(data)[:120]}")
-                return
-            track = self.track(scope, seq)
-            assert track is not None
-            track.event(seq, tracker.delivered(scope, task, now, data.get("origin")))
-        elif name == "sync":
-            self._page(data, now)
-        else:
-            tracker.other_events[name] += 1
-            if name == "session:ended" and isinstance(data, dict):
-                tracker.ended[str(data.get("reason"))] += 1
-
-    def _page(self, data: Any, now: float) -> None:
-        tracker = self.tracker
-        try:
-            scope, seq, changes = data["scope"], data["seq"], data["changes"]
-            reset = bool(data["reset"])
-            ok = (isinstance(scope, str) and type(seq) is int and isinstance(changes, list)
-                  and all(c["scope"] == scope and type(c["seq"]) is int for c in changes))
-        except (KeyError, TypeError):
-            ok = False
-        if not ok:
-            self._malformed(f"sync {str(data)[:120]}")
-            return
-        tracker.pages += 1
-        tracker.page_deliveries += len(changes)
-        track = self.track(scope, (changes[0]["seq"] if changes else seq))
-        assert track is not None
-        kept = [tracker.delivered(scope, change, now, None) for change in changes]
-        track.page(seq, kept, reset)
-
-    def _malformed(self, text: str) -> None:
-        track = next(iter(self.tracks.values()), None)
-        if track is not None:
-            track.note("malformed", text)
-
-    def on_malformed(self, raw: str) -> None:
-        self._malformed(raw[:120])
-
-    def on_closed(self) -> None:
-        if self.tracker.running and self.reconnects_left > 0 and self.reconnecting is None:
-            self.reconnects_left -= 1
-            self.reconnecting = asyncio.ensure_future(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        session = self.tracker.ws_session
-        try:
-            await asyncio.sleep(0.2 * random.random())
-            if session is not None and self.tracker.running:
-                self.reader = None
-                await self.connect(session, self.ws_url, 30.0, self.auth())
-        finally:
-            self.reconnecting = None
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -658,66 +495,8 @@ class LoadTest:
     # -- results ---------------------------------------------------------------------------
 
     def verdict(self) -> Verdict:
-        verdict = Verdict()
-        heads = {self.users[i].scope: s for i, s in self.final.items()}
-        changed_after: dict[str, list[str]] = {}
-        for index, state in self.final.items():
-            user = self.users[index]
-            start = self.base[index].seq
-            changed_after[user.scope] = [tid for tid, t in state.tasks.items()
-                                         if t["seq"] > start]
-        scopes_seen: set[str] = set()
-        for sock in self.sockets:
-            if not sock.was_connected:
-                continue  # never connected: reported with the connect figures
-            verdict.sockets_checked += 1
-            bad = False
-            where_socket = f"socket {sock.index} ({sock.user.scope}, url {sock.url_index})"
-            lost = not sock.live_at_check
-            if lost:
-                verdict.add(where_socket, "lost_connection", 1, f"closed: {sock.closed}"
-                            + (f"; reconnect failed: {sock.connect_error}"
-                               if sock.connect_error else ""))
-                bad = True
-            for scope, track in sock.tracks.items():
-                scopes_seen.add(scope)
-                where = f"socket {sock.index} ({scope}, url {sock.url_index})"
-                for kind, n in track.counts.items():
-                    verdict.add(where, kind, n, "; ".join(track.examples))
-                    bad = True
-                final = heads.get(scope)
-                if final is None:
-                    continue  # a scope the run does not know the final state of
-                if not lost:
-                    missing = track.missing(final.seq)
-                    if missing:
-                        holes = sorted(track.holes)[:5]
-                        verdict.add(where, "missing", missing,
-                                    f"top seq {track.top} of head {final.seq}"
-                                    + (f", skipped {holes}" if holes else ""))
-                        bad = True
-                if track.top > final.seq:
-                    verdict.add(where, "beyond_head", track.top - final.seq,
-                                f"seq {track.top} > head {final.seq}")
-                    bad = True
-                if not lost:
-                    base = self.base[sock.user.index].tasks
-                    differ, examples = compare_state(track, base, final,
-                                                     changed_after.get(scope, []))
-                    if differ:
-                        verdict.add(where, "state_differs", differ, "; ".join(examples))
-                        bad = True
-            verdict.sockets_with_failures += bad
-        verdict.scopes_checked = len(scopes_seen)
-        for scope, n in self.tracker.content_differs.items():
-            verdict.add(scope, "content_differs", n, "same seq, different task")
-        for user_index, task_id, seq in self.acked:
-            final_state = self.final.get(user_index)
-            task = final_state.tasks.get(task_id) if final_state else None
-            if task is None or task["seq"] < seq:
-                verdict.add(f"user {self.users[user_index].scope}", "acked_write_lost", 1,
-                            f"task {task_id} acked at seq {seq}")
-        return verdict
+        return judge(self.sockets, self.users, self.base, self.final, self.acked,
+                     self.tracker.content_differs)
 
     def report(self, started: datetime, verdict: Verdict | None,
                error: str | None) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""The simulated tabs: sockets that track every delivery, and the tracker they report to."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from array import array
+from collections import Counter
+from typing import Any
+
+import aiohttp
+
+from .check import ScopeTrack
+from .client import SioClient
+from .stats import LogHistogram
+from .users import User
+
+TASK_EVENTS = frozenset(("task:created", "task:updated", "task:deleted"))
+TITLE_TAG = "lt "  # titles are "lt <mutation id>": a sync page's change names its write
+
+
+class Tracker:
+    """Shared by every socket of the run: deliveries, latencies, correctness tracks."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.sent_at: dict[str, float] = {}  # mutation id -> perf_counter right before send
+        self.latency = array("d")  # seconds, one per delivery of a write of this run
+        self.latency_at = array("d")  # when it was received (seconds since t0)
+        self.histogram = LogHistogram()
+        self.deliveries = 0
+        self.page_deliveries = 0
+        self.pages = 0
+        self.first_delivery: float | None = None
+        self.last_delivery: float | None = None
+        self.canon: dict[tuple[str, int], Any] = {}  # (scope, seq) -> the task first sent
+        self.content_differs: Counter[str] = Counter()
+        self.other_events: Counter[str] = Counter()
+        self.ended: Counter[str] = Counter()  # session:ended reasons
+        self.running = True  # sockets reconnect while this is set
+        self.ws_session: aiohttp.ClientSession | None = None  # for reconnects
+
+    def record_latency(self, sent: float, now: float) -> None:
+        value = now - sent
+        self.latency.append(value)
+        self.latency_at.append(now - self.t0)
+        self.histogram.add(value)
+
+    def delivered(self, scope: str, task: Any, now: float, origin: Any) -> Any:
+        """Count one delivery of `task`; returns the task to keep (shared between sockets)."""
+        self.deliveries += 1
+        if self.first_delivery is None:
+            self.first_delivery = now
+        self.last_delivery = now
+        key = (scope, task["seq"])
+        canon = self.canon.get(key)
+        if canon is None:
+            self.canon[key] = task
+            canon = task
+        elif canon != task:
+            self.content_differs[scope] += 1
+            canon = task
+        sent = self.sent_at.get(origin) if isinstance(origin, str) else None
+        if sent is None:
+            title = task.get("title")
+            if isinstance(title, str) and title.startswith(TITLE_TAG):
+                sent = self.sent_at.get(title[len(TITLE_TAG):])
+        if sent is not None:
+            self.record_latency(sent, now)
+        return canon
+
+
+class LoadSocket(SioClient):
+    """A simulated tab: one user's socket keeping per-scope tracks and a replica."""
+
+    __slots__ = ("index", "live_at_check", "reconnecting", "reconnects_left", "tracker",
+                 "tracks", "url_index", "user", "was_connected", "ws_url")
+
+    def __init__(self, index: int, user: User, url_index: int, ws_url: str,
+                 tracker: Tracker, reconnects: int) -> None:
+        super().__init__(user.token)
+        self.index = index
+        self.user = user
+        self.url_index = url_index
+        self.ws_url = ws_url
+        self.tracker = tracker
+        self.tracks: dict[str, ScopeTrack] = {}
+        self.reconnects_left = reconnects
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.was_connected = False
+        self.live_at_check = False
+
+    @property
+    def live(self) -> bool:
+        return self.reader is not None and self.closed is None
+
+    def auth(self) -> dict[str, Any]:
+        return {"token": self.token,
+                "cursors": {scope: track.top for scope, track in self.tracks.items()
+                            if track.known_start}}
+
+    def track(self, scope: str, seq: int) -> ScopeTrack | None:
+        track = self.tracks.get(scope)
+        if track is not None:
+            return track
+        if scope.startswith("user:"):
+            # Only its own user scope was given a track at start: this is someone else's.
+            track = ScopeTrack(scope, start=seq - 1, known_start=False)
+            track.note("foreign_scope", f"an event of {scope}, not this user's")
+        else:  # a scope we did not know of (a shared board): track it from here on
+            track = ScopeTrack(scope, start=seq - 1, known_start=False)
+        self.tracks[scope] = track
+        return track
+
+    def on_event(self, name: str, data: Any, now: float) -> None:
+        tracker = self.tracker
+        if name in TASK_EVENTS:
+            try:
+                scope = data["scope"]
+                seq = data["seq"]
+                task = data["task"]
+                bad = (data["type"] != name or type(seq) is not int or task["seq"] != seq
+                       or task["scope"] != scope)
+            except (KeyError, TypeError):
+                bad, scope, seq = True, None, None
+            if bad or not isinstance(scope, str) or not isinstance(seq, int):
+                self._malformed(f"{name} {str(data)[:120]}")
+                return
+            track = self.track(scope, seq)
+            assert track is not None
+            track.event(seq, tracker.delivered(scope, task, now, data.get("origin")))
+        elif name == "sync":
+            self._page(data, now)
+        else:
+            tracker.other_events[name] += 1
+            if name == "session:ended" and isinstance(data, dict):
+                tracker.ended[str(data.get("reason"))] += 1
+
+    def _page(self, data: Any, now: float) -> None:
+        tracker = self.tracker
+        try:
+            scope, seq, changes = data["scope"], data["seq"], data["changes"]
+            reset = bool(data["reset"])
+            ok = (isinstance(scope, str) and type(seq) is int and isinstance(changes, list)
+                  and all(c["scope"] == scope and type(c["seq"]) is int for c in changes))
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            self._malformed(f"sync {str(data)[:120]}")
+            return
+        tracker.pages += 1
+        tracker.page_deliveries += len(changes)
+        track = self.track(scope, (changes[0]["seq"] if changes else seq))
+        assert track is not None
+        kept = [tracker.delivered(scope, change, now, None) for change in changes]
+        track.page(seq, kept, reset)
+
+    def _malformed(self, text: str) -> None:
+        track = next(iter(self.tracks.values()), None)
+        if track is not None:
+            track.note("malformed", text)
+
+    def on_malformed(self, raw: str) -> None:
+        self._malformed(raw[:120])
+
+    def on_closed(self) -> None:
+        if self.tracker.running and self.reconnects_left > 0 and self.reconnecting is None:
+            self.reconnects_left -= 1
+            self.reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        session = self.tracker.ws_session
+        try:
+            await asyncio.sleep(0.2 * random.random())
+            if session is not None and self.tracker.running:
+                self.reader = None
+                await self.connect(session, self.ws_url, 30.0, self.auth())
+        finally:
+            self.reconnecting = None
