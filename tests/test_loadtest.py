@@ -152,6 +152,25 @@ async def test_a_duplicated_event_fails_the_check(api: Api) -> None:
     assert any("duplicate" in example for example in report["correctness"]["examples"])
 
 
+async def test_a_dropped_socket_reconnects_with_its_cursors(api: Api) -> None:
+    """The server drops a socket (and the event it was sending): the harness reconnects
+    with its cursors, the server's catch-up `sync` page fills the gap, and all is well."""
+    gateway = api.app[keys.SOCKETS]
+
+    def drop_socket(send: Callable[..., bool], eio_sid: str, packet: Outgoing) -> bool:
+        sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        asyncio.get_running_loop().create_task(gateway.sio.disconnect(sid))
+        return True  # never sent
+
+    touched = break_delivery(api, drop_socket, nth=12)
+    report = await run(small(api))
+    assert touched
+    assert report["ok"], report["correctness"]
+    assert report["reconnects"] == 1
+    assert report["deliveries"]["sync_pages"] >= 1
+    assert report["deliveries"]["via_sync_pages"] >= 1
+
+
 async def test_the_command_exits_1_on_a_broken_server(api: Api, tmp_path: Path) -> None:
     break_delivery(api, lambda send, sid, packet: True, nth=5)
     argv = ["loadtest", "--url", url_of(api), "--sockets", "8", "--users", "2", "--rate",

@@ -68,7 +68,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--server-pid", dest="server_pids", type=int, action="append",
                         default=[], metavar="PID",
                         help="the server's pid on this machine, for its CPU and RSS "
-                        "(repeat for several instances)")
+                        "(several instances: one per --url, in the same order)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress lines; only the summary")
     more = parser.add_argument_group("fine tuning")

@@ -68,7 +68,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((server["label"], "not readable here (/proc)"))
             continue
         marks = server.get("rss_marks_mib", {})
-        rows.append((f"{server['label']}", (
+        label = server["label"] + (f" ({server['url']})" if len(report["servers"]) > 1
+                                   and server.get("url") else "")
+        rows.append((label, (
             f"CPU {_n(server.get('cpu_cores_writes'), 2)} cores during writes "
             f"(max {_n(server.get('cpu_cores_max'), 2)}), "
             f"{_n(server.get('cpu_us_per_delivery'), 1)} us/delivery; "
@@ -76,9 +78,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_n(server.get('rss_max_mib'), 0)} MiB max "
             f"({_n(server.get('kib_per_socket'), 1)} kB/socket)")))
     client = report["client"]
+    lag = client.get("event_loop_lag_ms") or {}
     rows.append(("load generator", f"CPU {_n(client.get('cpu_cores_writes'), 2)} cores "
                                    f"during writes (max {_n(client.get('cpu_cores_max'), 2)}), "
-                                   f"RSS {_n(client.get('rss_max_mib'), 0)} MiB max"))
+                                   f"RSS {_n(client.get('rss_max_mib'), 0)} MiB max; event loop "
+                                   f"lag p99 {_n(lag.get('p99'), 1)} ms, max "
+                                   f"{_n(lag.get('max'), 1)} ms"))
     machine = report.get("machine") or {}
     if machine.get("busy_cores_writes") is not None:
         line = (f"{_n(machine['cpus'])} CPUs, {_n(machine['busy_cores_writes'], 2)} cores busy "

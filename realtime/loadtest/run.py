@@ -29,7 +29,7 @@ import orjson
 from .check import ScopeTrack, Verdict
 from .client import AckTimeout, close_all, connect_many, ws_url_of
 from .procstat import MachineWatch, ProcessWatch, loadavg
-from .stats import latency_summary, percentile
+from .stats import LoopLag, latency_summary, percentile
 from .tabs import TITLE_TAG, LoadSocket, Tracker
 from .users import (
     ScopeState,
@@ -133,6 +133,7 @@ class LoadTest:
         self.watches = [ProcessWatch(pid, f"server pid {pid}") for pid in options.server_pids]
         self.client_watch = ProcessWatch("self", "load generator")
         self.machine = MachineWatch()
+        self.loop_lag = LoopLag()
         self.loadavg_start = loadavg()
         self.timeline: list[dict[str, Any]] = []
         self.run_id = run_prefix()
@@ -281,6 +282,7 @@ class LoadTest:
         total = round(o.rate * o.duration)
         self.phase = "writes"
         self.mark("writes_start")
+        lag = asyncio.create_task(self.loop_lag.run(o.duration + o.write_timeout + 5))
         start = time.perf_counter()
         deadline = start + o.duration + 1.0
         counter = itertools.count()
@@ -314,6 +316,9 @@ class LoadTest:
             task.cancel()
             self.writes.unanswered += 1
         self.mark("writes_done")
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
 
     def _fields(self, mutation_id: str, update: bool) -> dict[str, Any]:
         fields: dict[str, Any] = {"title": TITLE_TAG + mutation_id}
@@ -473,6 +478,7 @@ class LoadTest:
             "writes_per_s": round((self.writes.sent - writes) / self.o.progress_interval),
             "p50_ms": _ms(percentile(window, 50)), "p99_ms": _ms(percentile(window, 99)),
             "p99_so_far_ms": _ms(tracker.histogram.percentile(99)),
+            "client_loop_lag_max_ms": _ms(self.loop_lag.take_window()),
         }
         servers = []
         for watch in self.watches:
@@ -488,6 +494,8 @@ class LoadTest:
                 f"  writes {self.writes.sent:,} ({row['writes_per_s']:,}/s, "
                 f"{row['write_errors']:,} err)  deliveries {tracker.deliveries:,} "
                 f"({row['deliveries_per_s']:,}/s)  p99 {_fmt(row['p99_so_far_ms'])} ms")
+        if self.phase == "writes":
+            line += f"  loop lag {_fmt(row['client_loop_lag_max_ms'], 0)} ms"
         for watch, (c, r) in zip(self.watches, servers, strict=True):
             line += f"  server {watch.pid}: {_pct(c)} CPU {_fmt(_mib(r), 0)} MiB"
         self.p.progress(line)
@@ -545,8 +553,9 @@ class LoadTest:
             "latency_ms": latency_summary(tracker.latency),
             "latency_histogram_ms": tracker.histogram.buckets_ms(),
             "drain": {"seconds": _round(self.times.get("drain_s")), "complete": self.drained},
-            "servers": [self._server_summary(w) for w in self.watches],
-            "client": self.client_watch.summary(),
+            "servers": [self._server_summary(i, w) for i, w in enumerate(self.watches)],
+            "client": {**self.client_watch.summary(),
+                       "event_loop_lag_ms": self.loop_lag.summary()},
             "machine": self._machine_summary(),
             "other_events": dict(tracker.other_events),
             "session_ended": dict(tracker.ended),
@@ -567,14 +576,21 @@ class LoadTest:
                 "loadavg_end": loadavg(), "busy_cores_writes": _round(busy),
                 "other_processes_cores_writes": _round(others) if self.watches else None}
 
-    def _server_summary(self, watch: ProcessWatch) -> dict[str, Any]:
+    def _server_summary(self, index: int, watch: ProcessWatch) -> dict[str, Any]:
+        """One --server-pid; with one pid per --url (same order), its own sockets' share."""
         out = watch.summary()
+        per_url = len(self.watches) == len(self.urls)
+        deliveries = self.tracker.by_url[index] if per_url else self.tracker.deliveries
+        connected = (sum(1 for s in self.sockets if s.was_connected and s.url_index == index)
+                     if per_url else self.connected_count)
+        out["url"] = self.urls[index] if per_url else None
+        out["deliveries"] = deliveries
         before, after = watch.marks.get("connect_start"), watch.marks.get("connected")
-        if before is not None and after is not None and self.connected_count:
-            out["kib_per_socket"] = round((after - before) / self.connected_count, 1)
+        if before is not None and after is not None and connected:
+            out["kib_per_socket"] = round((after - before) / connected, 1)
         cpu = watch.cpu_seconds_between("writes_start", "checked")
-        if cpu is not None and self.tracker.deliveries:
-            out["cpu_us_per_delivery"] = round(cpu * 1e6 / self.tracker.deliveries, 1)
+        if cpu is not None and deliveries:
+            out["cpu_us_per_delivery"] = round(cpu * 1e6 / deliveries, 1)
         return out
 
 

@@ -3,6 +3,7 @@ histogram for the progress lines."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 from collections.abc import Iterable
@@ -69,3 +70,32 @@ class LogHistogram:
         """[(bucket's upper edge in ms, count)] for the buckets that are not empty."""
         return [(round(self.BASE * math.exp(i * self.GROWTH) * 1000, 4), n)
                 for i, n in enumerate(self.counts) if n]
+
+
+class LoopLag:
+    """How late this process's event loop wakes a 10 ms sleep: the load generator's own
+    saturation, which would otherwise show up as server latency."""
+
+    INTERVAL = 0.01
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.window_max = 0.0  # since the last take_window()
+
+    async def run(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(int(seconds / self.INTERVAL) + 1):  # bounded; usually cancelled
+            before = loop.time()
+            await asyncio.sleep(self.INTERVAL)
+            lag = max(0.0, loop.time() - before - self.INTERVAL)
+            self.samples.append(lag)
+            if lag > self.window_max:
+                self.window_max = lag
+
+    def take_window(self) -> float:
+        value, self.window_max = self.window_max, 0.0
+        return value
+
+    def summary(self) -> dict[str, Any]:
+        out = latency_summary(self.samples)
+        return {k: out[k] for k in ("count", "p50", "p99", "max")}

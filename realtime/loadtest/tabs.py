@@ -30,6 +30,7 @@ class Tracker:
         self.latency_at = array("d")  # when it was received (seconds since t0)
         self.histogram = LogHistogram()
         self.deliveries = 0
+        self.by_url: Counter[int] = Counter()  # deliveries to the sockets of each --url
         self.page_deliveries = 0
         self.pages = 0
         self.first_delivery: float | None = None
@@ -47,9 +48,10 @@ class Tracker:
         self.latency_at.append(now - self.t0)
         self.histogram.add(value)
 
-    def delivered(self, scope: str, task: Any, now: float, origin: Any) -> Any:
+    def delivered(self, scope: str, task: Any, now: float, origin: Any, url: int) -> Any:
         """Count one delivery of `task`; returns the task to keep (shared between sockets)."""
         self.deliveries += 1
+        self.by_url[url] += 1
         if self.first_delivery is None:
             self.first_delivery = now
         self.last_delivery = now
@@ -129,7 +131,8 @@ class LoadSocket(SioClient):
                 return
             track = self.track(scope, seq)
             assert track is not None
-            track.event(seq, tracker.delivered(scope, task, now, data.get("origin")))
+            track.event(seq, tracker.delivered(scope, task, now, data.get("origin"),
+                                             self.url_index))
         elif name == "sync":
             self._page(data, now)
         else:
@@ -153,7 +156,7 @@ class LoadSocket(SioClient):
         tracker.page_deliveries += len(changes)
         track = self.track(scope, (changes[0]["seq"] if changes else seq))
         assert track is not None
-        kept = [tracker.delivered(scope, change, now, None) for change in changes]
+        kept = [tracker.delivered(scope, change, now, None, self.url_index) for change in changes]
         track.page(seq, kept, reset)
 
     def _malformed(self, text: str) -> None:
