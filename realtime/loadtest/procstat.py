@@ -115,14 +115,37 @@ def machine_busy_seconds() -> float | None:
     return (sum(values[:8]) - idle) / CLK_TCK
 
 
+def cpu_pressure_seconds() -> float | None:
+    """Seconds in which some runnable task waited for a CPU (Linux PSI, /proc/pressure/cpu)."""
+    try:
+        with open("/proc/pressure/cpu") as handle:
+            first = handle.readline().split()
+    except OSError:
+        return None
+    for field in first:
+        if field.startswith("total="):
+            return int(field[6:]) / 1e6
+    return None
+
+
 class MachineWatch:
     """Busy cores of the whole machine between marks: others' load shows up here."""
 
     def __init__(self) -> None:
         self._at: dict[str, tuple[float, float | None]] = {}
+        self._stall: dict[str, float | None] = {}
 
     def mark(self, name: str) -> None:
         self._at[name] = (time.perf_counter(), machine_busy_seconds())
+        self._stall[name] = cpu_pressure_seconds()
+
+    def cpu_stall_share(self, first: str, last: str) -> float | None:
+        """Share of the time between two marks in which something waited for a CPU."""
+        a, b = self._stall.get(first), self._stall.get(last)
+        t0, t1 = self._at.get(first), self._at.get(last)
+        if a is None or b is None or t0 is None or t1 is None or t1[0] <= t0[0]:
+            return None
+        return (b - a) / (t1[0] - t0[0])
 
     def cores_between(self, first: str, last: str) -> float | None:
         a, b = self._at.get(first), self._at.get(last)

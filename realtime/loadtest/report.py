@@ -91,6 +91,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         if machine.get("other_processes_cores_writes") is not None:
             line += (f", {_n(machine['other_processes_cores_writes'], 2)} of them by other "
                      "processes")
+        if machine.get("cpu_stall_share_writes") is not None:
+            line += (f"; something waited for a CPU {machine['cpu_stall_share_writes']:.0%} "
+                     "of the time")
         if machine.get("loadavg_start"):
             line += f"; load average {machine['loadavg_start'][0]:.1f} at start"
         rows.append(("machine", line))

@@ -574,7 +574,9 @@ class LoadTest:
             others = max(0.0, busy - sum(c for c in ours if c is not None))
         return {"cpus": os.cpu_count(), "loadavg_start": self.loadavg_start,
                 "loadavg_end": loadavg(), "busy_cores_writes": _round(busy),
-                "other_processes_cores_writes": _round(others) if self.watches else None}
+                "other_processes_cores_writes": _round(others) if self.watches else None,
+                "cpu_stall_share_writes": _round(
+                    self.machine.cpu_stall_share("writes_start", "writes_done"))}
 
     def _server_summary(self, index: int, watch: ProcessWatch) -> dict[str, Any]:
         """One --server-pid; with one pid per --url (same order), its own sockets' share."""
