@@ -152,6 +152,25 @@ async def test_a_duplicated_event_fails_the_check(api: Api) -> None:
     assert any("duplicate" in example for example in report["correctness"]["examples"])
 
 
+async def test_an_event_leaked_to_another_user_fails_the_check(api: Api) -> None:
+    gateway = api.app[keys.SOCKETS]
+
+    def leak(send: Callable[..., bool], eio_sid: str, packet: Outgoing) -> bool:
+        sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        owner = gateway.sessions[sid].user_id
+        other = next(s for s in gateway.sessions.values() if s.user_id != owner)
+        send(other.eio_sid, packet)
+        return send(eio_sid, packet)
+
+    touched = break_delivery(api, leak, nth=12)
+    report = await run(small(api))
+    assert touched
+    assert report["ok"] is False and exit_code(report) == 1
+    failures = report["correctness"]["failures"]
+    assert failures["foreign_scope"] == 1, report["correctness"]
+    assert failures["missing"] == failures["duplicate"] == failures["state_differs"] == 0
+
+
 async def test_a_dropped_socket_reconnects_with_its_cursors(api: Api) -> None:
     """The server drops a socket (and the event it was sending): the harness reconnects
     with its cursors, the server's catch-up `sync` page fills the gap, and all is well."""

@@ -120,6 +120,7 @@ class LoadTest:
         self.urls = [url.rstrip("/") for url in options.urls]
         self.rng = random.Random(options.seed)
         self.tracker = Tracker()
+        self.tracker.connect_timeout = options.connect_timeout
         self.users: list[User] = []
         self.sockets: list[LoadSocket] = []
         self.sockets_of: dict[int, list[LoadSocket]] = {}
@@ -417,7 +418,7 @@ class LoadTest:
             if not sock.live:
                 continue
             for scope, track in sock.tracks.items():
-                if track.top < heads.get(scope, 0):
+                if track.known_start and track.top < heads.get(scope, 0):
                     return False
         return True
 

@@ -41,6 +41,7 @@ class Tracker:
         self.ended: Counter[str] = Counter()  # session:ended reasons
         self.running = True  # sockets reconnect while this is set
         self.ws_session: aiohttp.ClientSession | None = None  # for reconnects
+        self.connect_timeout = 30.0
 
     def record_latency(self, sent: float, now: float) -> None:
         value = now - sent
@@ -102,7 +103,7 @@ class LoadSocket(SioClient):
                 "cursors": {scope: track.top for scope, track in self.tracks.items()
                             if track.known_start}}
 
-    def track(self, scope: str, seq: int) -> ScopeTrack | None:
+    def track(self, scope: str, seq: int) -> ScopeTrack:
         track = self.tracks.get(scope)
         if track is not None:
             return track
@@ -129,10 +130,8 @@ class LoadSocket(SioClient):
             if bad or not isinstance(scope, str) or not isinstance(seq, int):
                 self._malformed(f"{name} {str(data)[:120]}")
                 return
-            track = self.track(scope, seq)
-            assert track is not None
-            track.event(seq, tracker.delivered(scope, task, now, data.get("origin"),
-                                             self.url_index))
+            kept = tracker.delivered(scope, task, now, data.get("origin"), self.url_index)
+            self.track(scope, seq).event(seq, kept)
         elif name == "sync":
             self._page(data, now)
         else:
@@ -155,7 +154,6 @@ class LoadSocket(SioClient):
         tracker.pages += 1
         tracker.page_deliveries += len(changes)
         track = self.track(scope, (changes[0]["seq"] if changes else seq))
-        assert track is not None
         kept = [tracker.delivered(scope, change, now, None, self.url_index) for change in changes]
         track.page(seq, kept, reset)
 
@@ -169,15 +167,22 @@ class LoadSocket(SioClient):
 
     def on_closed(self) -> None:
         if self.tracker.running and self.reconnects_left > 0 and self.reconnecting is None:
-            self.reconnects_left -= 1
             self.reconnecting = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
-        session = self.tracker.ws_session
+        """Connect again with the cursors reached so far (the server sends what was
+        missed first); up to `reconnects_left` tries, backing off, while the run lasts."""
+        tracker = self.tracker
         try:
-            await asyncio.sleep(0.2 * random.random())
-            if session is not None and self.tracker.running:
+            for attempt in range(self.reconnects_left):  # bounded by the tries left
+                session = tracker.ws_session
+                if session is None or not tracker.running:
+                    return
+                self.reconnects_left -= 1
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
                 self.reader = None
-                await self.connect(session, self.ws_url, 30.0, self.auth())
+                if await self.connect(session, self.ws_url, tracker.connect_timeout,
+                                      self.auth()):
+                    return
         finally:
             self.reconnecting = None

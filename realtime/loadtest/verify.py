@@ -46,8 +46,10 @@ def judge(sockets: Sequence[LoadSocket], users: Sequence[User], base: dict[int, 
                 verdict.add(where, kind, n, "; ".join(track.examples))
                 bad = True
             scope_final = heads.get(scope)
-            if scope_final is None:
-                continue  # a scope the run does not know the final state of
+            if scope_final is None or not track.known_start:
+                # a scope the run does not know the final state of, or one the socket
+                # should not hear of at all (foreign_scope, counted above)
+                continue
             if not lost:
                 missing = track.missing(scope_final.seq)
                 if missing:
