@@ -29,17 +29,27 @@ GET /api/sync). Exits 0 when correct, 1 when correctness fails, 3 when the run c
 not be made (e.g. no socket connected). Sends traffic only to the --url given."""
 
 
+class _Help(argparse.HelpFormatter):
+    """Shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the `loadtest` subcommand to `taskmaster`'s subparsers."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "loadtest", help="load-test a running server and check delivery correctness",
-        description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=DESCRIPTION, formatter_class=_Help)
     parser.add_argument("--url", dest="urls", action="extend", nargs="+", required=True,
                         metavar="URL", help="base URL of an instance (several: sockets are "
                         "spread round-robin; all must share one store)")
     parser.add_argument("--sockets", type=int, default=1000, help="sockets to open")
     parser.add_argument("--users", type=int, default=None,
-                        help="users the sockets belong to (default: sockets / 10)")
+                        help="users the sockets belong to (default: --sockets / 10)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="writes per second, all users together (0: no writes)")
     parser.add_argument("--via", choices=("rest", "socket", "both"), default="rest",
