@@ -32,7 +32,8 @@ def _serve(config: Config) -> int:
     if config.gc_gen0:
         app.on_startup.append(_tune_gc(config.gc_gen0))
     try:
-        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None,
+                    backlog=config.backlog)
     except (ApiError, ValueError, OSError) as exc:
         # The store or broker refused at start-up, or the port is taken: one clear line.
         print(f"taskmaster: cannot start: {exc}", file=sys.stderr)

@@ -155,6 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server.log_level", "log_level", _log_level, "INFO", "LOG_LEVEL"),
     _s("server.log_format", "log_format", _one_of("json", "text"), "json"),
     _s("server.gc_gen0", "gc_gen0", _int_in(0, 10_000_000), 50_000),
+    _s("server.backlog", "backlog", _int_in(16, 65535), 4096),
     _s("server.max_body_bytes", "max_body_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("store.url", "store_url", _url({"sqlite", "mongodb", "mongodb+srv"}),
        "sqlite:///data/taskmaster.db", "MONGODB_URI"),
@@ -200,6 +201,7 @@ class Config:
     log_level: str
     log_format: str
     gc_gen0: int
+    backlog: int
     max_body_bytes: int
     store_url: str
     tombstone_retention: float

@@ -134,3 +134,21 @@ def test_a_store_that_cannot_open_stops_start_up_with_one_line(tmp_path: Path) -
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("taskmaster: cannot start:")
     assert "Traceback" not in result.stderr
+
+
+def test_every_package_ships_in_a_normal_install() -> None:
+    """A wheel (what a Procfile platform builds) must hold every sub-package: a listed
+    `packages = [...]` once left realtime/broker out, hidden by editable installs."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(find_packages(where=str(root), include=include))
+    on_disk = {str(p.parent.relative_to(root)).replace("/", ".")
+               for top in ("realtime", "handlers", "store")
+               for p in (root / top).rglob("__init__.py")}
+    assert on_disk <= shipped, on_disk - shipped
+    assert {"realtime.broker", "realtime.loadtest"} <= shipped
