@@ -446,7 +446,10 @@ def _fts_match(scopes: Iterable[str], terms: Iterable[str]) -> str:
 
 
 def _words(scope: str) -> str:
-    return " ".join(re.findall(r"[A-Za-z0-9]+", scope))
+    # Only the id part: "user" is a token of every row, so a phrase starting with it
+    # would read the postings of the whole instance (measured: 4.6 ms vs 3.4 ms for a
+    # scope of 11,000 tasks among 500,000). The outer query checks the exact scope.
+    return " ".join(re.findall(r"[A-Za-z0-9]+", scope.partition(":")[2] or scope))
 
 
 def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
