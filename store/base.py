@@ -18,6 +18,8 @@ Guarantees a backend must give (tests/test_store_contract.py proves them):
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +38,18 @@ TASK_FIELDS = (
 
 Task = dict[str, Any]
 User = dict[str, Any]
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def search_words(*texts: str) -> list[str]:
+    """The distinct searchable words of `texts`: lower-cased, NFKD-decomposed with the
+    combining marks stripped (`Café` -> `cafe`), split on anything not a letter or digit.
+    Every backend indexes and queries these, so search means the same everywhere."""
+    folded = unicodedata.normalize("NFKD", " ".join(texts).lower())
+    folded = "".join(char for char in folded if not unicodedata.combining(char))
+    return sorted(set(_WORD.findall(folded)))
 
 
 def sort_key(task: Task, sort: str) -> Any:

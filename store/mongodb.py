@@ -62,7 +62,6 @@ import contextlib
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -96,6 +95,7 @@ from .base import (
     Task,
     TaskQuery,
     User,
+    search_words,
     tombstone,
     version_conflict,
 )
@@ -118,14 +118,6 @@ FAILURE_LOG_INTERVAL = 5.0  # seconds between two log lines about store failures
 # A write transaction that keeps losing a duplicate-key race is re-run this many times.
 DUPLICATE_RETRIES = 3
 
-_TOKEN = re.compile(r"[^\W_]+")
-
-
-def search_words(*texts: str) -> list[str]:
-    """The distinct searchable words of `texts`: lower-cased, accents stripped."""
-    folded = unicodedata.normalize("NFKD", " ".join(texts).lower())
-    folded = "".join(char for char in folded if not unicodedata.combining(char))
-    return sorted(set(_TOKEN.findall(folded)))
 
 
 def _term_patterns(terms: Iterable[str]) -> list[Regex[str]] | None:

@@ -47,17 +47,16 @@ async def test_a_failing_write_rolls_back_only_itself(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_version_1_database_gets_scoped_search(tmp_path: Path) -> None:
+async def test_an_older_database_gets_the_per_scope_search_index(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     await store.create_task(new_task("t1", title="Coffee beans"))
     await store.close()
-    # Rewind to the version 1 layout: a full-text index without the scope column.
+    # Rewind to the version 1 layout: one full-text index over every scope's tasks.
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript("""
-        DROP TRIGGER tasks_fts_insert; DROP TRIGGER tasks_fts_update;
-        DROP TRIGGER tasks_fts_delete; DROP TABLE tasks_fts;
+        DROP TABLE task_words;
         CREATE VIRTUAL TABLE tasks_fts USING fts5(title, description, content='tasks',
             content_rowid='rid', tokenize='unicode61 remove_diacritics 2');
         INSERT INTO tasks_fts(tasks_fts) VALUES ('rebuild');
