@@ -406,7 +406,10 @@ def drive(servers: Servers, sampler: LoadSampler, variant: str, lg_scenario: str
                 redisPid=redis.pid, out=str(out))
     if variant == "ours":
         full.update(server="ours", jwt={"secret": secret, "iss": JWT_ISS, "aud": JWT_AUD})
-    lg = subprocess.Popen(["node", "loadgen.js", json.dumps(full)], cwd=PEER,
+    # PEER_COMPARE_LOADGEN_NODE_ARGS: extra node flags for the load generator (diagnostics,
+    # e.g. "--cpu-prof --cpu-prof-dir=/tmp/lgprof")
+    node_args = os.environ.get("PEER_COMPARE_LOADGEN_NODE_ARGS", "").split()
+    lg = subprocess.Popen(["node", *node_args, "loadgen.js", json.dumps(full)], cwd=PEER,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     spy: subprocess.Popen[Any] | None = None
     sampler.add(lg.pid)
@@ -426,7 +429,7 @@ def drive(servers: Servers, sampler: LoadSampler, variant: str, lg_scenario: str
     try:
         pid0 = servers.procs[0].pid
         threads_cpu: list[tuple[float, dict[int, float]]] = []
-        if profile and phase.wait(timeout=cfg["maxSeconds"]):
+        if profile and (profile.get("start") == "now" or phase.wait(timeout=cfg["maxSeconds"])):
             time.sleep(profile.get("delay", 3.0))
             threads_cpu.append((time.monotonic(), thread_cpu(pid0)))
             threading.Timer(profile["duration"], lambda: threads_cpu.append(
@@ -434,6 +437,7 @@ def drive(servers: Servers, sampler: LoadSampler, variant: str, lg_scenario: str
             spy = subprocess.Popen(
                 [str(PYSPY), "record", "-p", str(servers.procs[0].pid), "-r", "200",
                  "-d", str(profile["duration"]), "--nonblocking", "--threads", "-f", "raw",
+                 *(["--idle"] if profile.get("idle") else []),
                  "-o", str(folded)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             lg.wait(timeout=cfg["maxSeconds"] + 60)
@@ -821,12 +825,15 @@ def stage_of(frames: list[str]) -> str:
     return "aiohttp / uvloop / asyncio (HTTP parsing, loop, other)"
 
 
-def analyse_profile(path: Path, top: int = 25) -> dict[str, Any] | None:
+def analyse_profile(path: Path, top: int = 25, wallclock: bool = False) -> dict[str, Any] | None:
+    """Stage shares of the sampled stacks. wallclock (py-spy --idle): keep waiting frames
+    too, and report each thread's top leaf frames (where its wall-clock time goes)."""
     if not path.exists():
         return None
     stages: Counter[str] = Counter()
     main_stages: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    per_thread: dict[str, Counter[str]] = {}
     idle = 0
     leaf: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -841,9 +848,10 @@ def analyse_profile(path: Path, top: int = 25) -> dict[str, Any] | None:
         frames = [f for f in frames if not f.startswith(("thread", "process"))]
         if not frames:
             continue
-        if frames[-1].startswith(IDLE_LEAVES):
+        if frames[-1].startswith(IDLE_LEAVES) and not wallclock:
             idle += count
             continue
+        per_thread.setdefault(thread.split(": ")[-1], Counter())[frames[-1]] += count
         total += count
         threads[thread] += count
         stage = stage_of(frames)
@@ -863,6 +871,10 @@ def analyse_profile(path: Path, top: int = 25) -> dict[str, Any] | None:
             "main_thread_stages_pct": [(round(100 * c / main_total, 1), k)
                                        for k, c in main_stages.most_common()],
             "threads_pct": pct(threads), "self_pct": pct(leaf, top),
+            "thread_top_leaves_pct": {
+                name: [(round(100 * c / sum(leaves.values()), 1), k)
+                       for k, c in leaves.most_common(8)]
+                for name, leaves in per_thread.items() if sum(leaves.values()) >= 20},
             "inclusive_pct": pct(inclusive, top + 15)} if total else None
 
 
@@ -876,6 +888,8 @@ def markdown_profiles(profiles: list[dict[str, Any]]) -> str:
         cores = r.get("instance0_thread_cores") or {}
         if r["scenario"] == "bigroom":
             load = f"{r['median_deliveries_per_s']:,} deliveries/s"
+        elif r["scenario"] == "idle":
+            load = f"connecting at {r['levels'][0]['connect_rate_per_s']}/s"
         else:
             st = r["steps"][-1] if r.get("steps") else {}
             load = (f"{st.get('delivered_events_per_s')} ev/s, p99 "
@@ -885,6 +899,11 @@ def markdown_profiles(profiles: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['name']} | {load} | {cores.get('main')} / "
                      f"{cores.get('busiest_other (the SQLite writer)')} / {cores.get('rest')} "
                      f"| {stages} |")
+    for r in profiles:
+        p = r.get("profile") or {}
+        for thread, leaves in (p.get("thread_top_leaves_pct") or {}).items():
+            lines.append(f"- {r['name']}, thread {thread}, top leaf frames: " + "; ".join(
+                f"{pct}% {k}" for pct, k in leaves[:6]))
     return "\n".join(lines) + "\n"
 
 
@@ -894,23 +913,37 @@ def run_profiles(args: argparse.Namespace, outdir: Path, redis: subprocess.Popen
     runs are not used for any figure."""
     one_step = dict(warmupRate=300, warmupMs=2000, warmMs=1000, windowMs=12000, drainMs=8000,
                     satP99Ms=100000, maxInflight=16, concurrency=100, maxSeconds=200)
-    jobs = [
-        ("fanout-bench-1000", "fanout", dict(one_step, users=1000, rates=[1000]), 2),
+    after_phase = {"duration": 10, "delay": 3.5}
+    jobs: list[tuple[str, str, dict[str, Any], int, dict[str, Any]]] = [
+        ("fanout-bench-1000", "fanout", dict(one_step, users=1000, rates=[1000]), 2,
+         after_phase),
         ("fanout-rest-1000", "fanout", dict(one_step, users=1000, rates=[1000],
                                             publish="rest", restMaxInflight=64,
-                                            httpSockets=64), 2),
-        ("fanout-bench-5000", "fanout", dict(one_step, users=1000, rates=[5000]), 2),
-        ("bigroom", "bigroom", dict(N=5000, M=10, warmM=10, reps=8, burstTimeoutMs=60000,
-                                    concurrency=100, maxSeconds=200), 1),
-        ("tenk-10000x1-1000", "fanout", dict(one_step, users=10000, rates=[1000]), 1),
+                                            httpSockets=64), 2, after_phase),
+        ("fanout-bench-5000", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
+         after_phase),
+        # the same, wall-clock (--idle): where the SQLite writer thread waits
+        ("fanout-bench-5000-wallclock", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
+         dict(after_phase, idle=True)),
+        ("bigroom", "bigroom", dict(N=5000, M=10, warmM=10, reps=20, burstTimeoutMs=60000,
+                                    concurrency=100, maxSeconds=200), 1, after_phase),
+        ("tenk-10000x1-1000", "fanout", dict(one_step, users=10000, rates=[1000]), 1,
+         after_phase),
+        # handshakes: 10,000 sockets connecting, 100 in flight
+        ("connect-10000", "idle", dict(levels=[10000], settleMs=3000, concurrency=100,
+                                       maxSeconds=240), 1,
+         {"duration": 6, "delay": 1.5, "start": "now"}),
     ]
     out = []
-    for name, lg_scenario, cfg, instances in jobs:
+    for name, lg_scenario, cfg, instances, how in jobs:
+        if args.profile_jobs and name not in args.profile_jobs:
+            continue
         res = run_one("ours", name, lg_scenario, cfg, instances, 0, outdir, redis, redis_port,
-                      secret, profile={"duration": 10, "delay": 3.5})
+                      secret, profile=how)
         if res is None:
             continue
-        res["profile"] = analyse_profile(Path(res["profile_file"]))
+        res["profile"] = analyse_profile(Path(res["profile_file"]),
+                                         wallclock=bool(how.get("idle")))
         out.append(res)
         p = res["profile"]
         if p:
@@ -941,6 +974,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     ap.add_argument("--profile", action="store_true",
                     help="after the rounds, py-spy profiles of ours (not used for figures)")
+    ap.add_argument("--profile-jobs", default="",
+                    help="comma list: only these profile jobs (default all)")
     ap.add_argument("--max-minutes", type=float, default=120)
     ap.add_argument("--quiet-wait", type=float, default=5, metavar="MINUTES",
                     help="before each round wait up to this long for the machine's busy CPU "
@@ -950,6 +985,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--summarize", metavar="JSON", help="print the tables of an earlier run")
     args = ap.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.profile_jobs = [s for s in args.profile_jobs.split(",") if s]
     args.variants = [v for v in args.variants.split(",") if v]
     args.idle_levels = [int(x) for x in args.idle_levels.split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
