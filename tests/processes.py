@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from redis_server import free_port
+from waiting import poll_until
 
 TASKMASTER = str(Path(sys.executable).parent / "taskmaster")
 INHERITED_SETTINGS = {"PORT", "JWT_SECRET", "NODE_ENV", "MONGODB_URI", "REDIS_URL",
@@ -60,13 +60,12 @@ class Instance:
             return None
 
     def wait_until(self, path: str, status: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while self.status(path) != status:
-            assert self.proc is not None and self.proc.poll() is None, (
-                f"{self.name} exited:\n{self.output()}")
-            assert time.monotonic() < deadline, (
-                f"{self.name}: {path} did not answer {status} in {timeout} s:\n{self.output()}")
-            time.sleep(0.05)
+        def exited() -> str | None:
+            running = self.proc is not None and self.proc.poll() is None
+            return None if running else f"it exited:\n{self.output()}"
+
+        poll_until(lambda: self.status(path) == status, timeout,
+                   f"{self.name}: {path} answering {status}", exited)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

@@ -9,11 +9,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import redis
+
+from waiting import poll_until
 
 CI = os.environ.get("CI", "").lower() == "true"
 SHARED = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -57,16 +58,17 @@ class RedisProcess:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
             try:
-                client.ping()
-                return
+                return bool(client.ping())
             except redis.RedisError:
-                assert time.monotonic() < deadline, "redis-server did not start in 10 s"
-                assert self.proc.poll() is None, "redis-server exited at start"
-                time.sleep(0.05)
+                return False
+
+        poll_until(answers, 10, "redis-server starting",
+                   lambda: "it exited" if proc.poll() is not None else None)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

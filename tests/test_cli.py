@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from waiting import poll_until
 
 TASKMASTER = str(Path(sys.executable).parent / "taskmaster")
 
@@ -54,17 +55,19 @@ def server(cwd: Path, env: dict[str, str] | None = None) -> Iterator[tuple[int, 
              "TASKMASTER_AUTH_PASSWORD_MEMORY_KIB": "1024", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
+    def healthy() -> bool:
+        try:
+            return call(port, "GET", "/api/health")[0] == 200
+        except OSError:
+            return False
+
+    def exited() -> str | None:
+        if proc.poll() is None:
+            return None
+        return proc.stdout.read() if proc.stdout else "exited"
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if call(port, "GET", "/api/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become healthy in 20 s"
-            time.sleep(0.05)
+        poll_until(healthy, 20, "the server becoming healthy", exited)
         yield port, output
     finally:
         proc.send_signal(signal.SIGINT)

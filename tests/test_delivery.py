@@ -18,6 +18,7 @@ from realtime.delivery import Outgoing, ws_frame
 
 from conftest import Api, make_config
 from socket_clients import Tab
+from waiting import eventually
 
 
 def test_frames_carry_the_engine_io_message() -> None:
@@ -118,11 +119,7 @@ async def test_a_socket_that_stops_reading_is_dropped_and_others_go_on(
         await healthy.wait_for(lambda events: len(healthy.task_events()) == n + 1, timeout=10)
         assert healthy.replica.violations == []
 
-        async def one_session_left() -> None:
-            while len(gateway.sessions) != 1:
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(one_session_left(), 10)
+        await eventually(lambda: len(gateway.sessions) == 1, 10, "the slow socket's session ending")
         assert (await user.post("/api/tasks", json={"title": "after"})).status == 201
         await healthy.wait_event("task:created", where=lambda e: e["task"]["title"] == "after")
     finally:

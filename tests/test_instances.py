@@ -132,6 +132,7 @@ async def test_killing_an_instance_loses_no_acknowledged_write(
     closing.extend(watchers.values())
     acknowledged: dict[str, int] = {}  # task id -> version the server acknowledged
     killed = asyncio.Event()
+    midway = asyncio.Event()
 
     async def write(n: int) -> None:
         for i in range(25):
@@ -151,10 +152,11 @@ async def test_killing_an_instance_loses_no_acknowledged_write(
             assert status in (200, 201), body
             task = body["task"]
             acknowledged[task["id"]] = max(acknowledged.get(task["id"], 0), task["version"])
+            if len(acknowledged) >= 30:
+                midway.set()
 
     async def kill_b_midway() -> None:
-        while len(acknowledged) < 30:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(midway.wait(), 60)
         b.kill()
         killed.set()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from conftest import TEST_SECRET
 from processes import Instance
 from redis_server import free_port, shared_redis_url
 from socket_clients import Tab
+from waiting import poll_until
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 
@@ -52,17 +52,17 @@ def balanced(tmp_path: Path) -> Iterator[str]:
              "-g", f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{listen}"
-        deadline = time.monotonic() + 10
-        while True:
+        nginx_proc = proc
+
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(url + "/api/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
+                    return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            assert proc.poll() is None, (tmp_path / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not come up"
-            time.sleep(0.05)
+                return False
+
+        poll_until(ready, 10, "nginx coming up", lambda: None if nginx_proc.poll() is None
+                   else (tmp_path / "error.log").read_text())
         yield url
     finally:
         if proc is not None:

@@ -18,6 +18,7 @@ from realtime.broker.redis import RedisBroker
 from conftest import Api, OpenAPIChecker, make_config
 from redis_server import RedisProcess, shared_redis_url
 from socket_clients import Tab
+from waiting import eventually
 
 Cluster = Callable[..., Awaitable[list[Api]]]
 
@@ -41,11 +42,10 @@ async def cluster(tmp_path: Path, aiohttp_client: Any,
 
 
 async def wait_ready(api: Api, want: int = 200, timeout: float = 10) -> None:
-    async def poll() -> None:
-        while (await api.get("/api/ready")).status != want:
-            await asyncio.sleep(0.05)
+    async def answers() -> bool:
+        return bool((await api.get("/api/ready")).status == want)
 
-    await asyncio.wait_for(poll(), timeout)
+    await eventually(answers, timeout, f"/api/ready answering {want}")
 
 
 def url_of(api: Api) -> str:
@@ -132,12 +132,10 @@ async def test_an_instance_only_hears_the_shards_of_its_sockets(
     await tab.wait_event("task:created")
     assert broker.received == 1  # instance a never received b's other traffic
     await tab.close()
-    await asyncio.wait_for(_until(lambda: watched_channel not in broker._subscribed), 5)
+    await eventually(lambda: watched_channel not in broker._subscribed, 5,
+                     "the shard being unsubscribed")
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.02)
 
 
 async def test_bursts_are_pipelined_over_few_connections(cluster: Cluster,
