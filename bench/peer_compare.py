@@ -81,6 +81,7 @@ JWT_ISS, JWT_AUD = "taskmaster", "taskmaster-api"
 VARIANTS = ("node", "py", "ours")
 ALL_SCENARIOS = ("idle", "fanout", "onewriter", "bigroom", "tenk", "rest")
 HELD_P99_MS = 100.0
+SWITCH_INTERVAL = 0.0  # set by --ours-switch-interval
 LADDER = [500, 1000, 2000, 5000, 10000, 20000, 40000]
 
 
@@ -258,8 +259,11 @@ class Servers:
             "TASKMASTER_SERVER_LOG_LEVEL": "WARNING",
             "TASKMASTER_SERVER_INSTANCE_ID": f"{self.tag}-{port}",
         })
-        return ([str(TASKMASTER), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                self.db_dir, env)
+        argv = [str(TASKMASTER)]
+        if SWITCH_INTERVAL:  # diagnostic (--ours-switch-interval): the GIL's switch interval
+            argv = [sys.executable, "-c", f"import sys; sys.setswitchinterval({SWITCH_INTERVAL})"
+                    "; from realtime.cli import main; sys.exit(main(sys.argv[1:]))"]
+        return ([*argv, "serve", "--host", "127.0.0.1", "--port", str(port)], self.db_dir, env)
 
     def ready_path(self) -> str:
         return "/api/ready" if self.variant == "ours" else "/stats"
@@ -976,6 +980,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="after the rounds, py-spy profiles of ours (not used for figures)")
     ap.add_argument("--profile-jobs", default="",
                     help="comma list: only these profile jobs (default all)")
+    ap.add_argument("--ours-switch-interval", type=float, default=0.0, metavar="SECONDS",
+                    help="diagnostic: start ours with sys.setswitchinterval(SECONDS)")
     ap.add_argument("--max-minutes", type=float, default=120)
     ap.add_argument("--quiet-wait", type=float, default=5, metavar="MINUTES",
                     help="before each round wait up to this long for the machine's busy CPU "
@@ -1022,6 +1028,9 @@ def git_facts() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global SWITCH_INTERVAL
+    SWITCH_INTERVAL = args.ours_switch_interval
+    meta_extra = {"ours_switch_interval": SWITCH_INTERVAL} if SWITCH_INTERVAL else {}
     if args.summarize:
         data = json.loads(Path(args.summarize).read_text())
         if data.get("runs"):
@@ -1047,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "node": subprocess.run(["node", "--version"], capture_output=True,
                                    text=True).stdout.strip(),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], **meta_extra}
     whole = LoadSampler().start()
     try:
         for rnd in range(1, args.rounds + 1):
