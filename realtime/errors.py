@@ -36,10 +36,6 @@ class ApiError(Exception):
         return body
 
 
-def invalid(message: str, **details: Any) -> ApiError:
-    return ApiError("invalid", message, details or None)
-
-
 def not_found(message: str = "task not found") -> ApiError:
     return ApiError("not_found", message)
 
