@@ -69,8 +69,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     auth = AuthService(config, app[keys.STORE], app[keys.BROKER], secret)
     await auth.start()
     app[keys.AUTH] = auth
-    app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
+    tasks = app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
     yield
+    await tasks.close()
 
 
 async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -120,6 +121,8 @@ class SocketGateway:
         self._store: Store | None = None
         self._broker: Broker | None = None
         self.delivered = 0
+        self.draining = False
+        self._emptied = asyncio.Event()  # set whenever the last socket goes
 
         on = self.sio.on
         on("connect", self._on_connect)
@@ -149,6 +152,34 @@ class SocketGateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def drain(self, spread: float) -> None:
+        """Refuse new sockets and ask every open one to reconnect elsewhere.
+
+        Each socket gets `session:ended` {reason: "server_draining", reconnect: true}
+        and then its Engine.IO connection is closed (not a Socket.IO disconnect), so
+        standard clients reconnect by themselves, through the balancer, to another
+        instance, with their cursors. The closes are spread evenly over `spread`
+        seconds in random order, so the other instances absorb the sockets gradually.
+        Returns when every socket is gone."""
+        self.draining = True
+        sessions = list(self.sessions.values())
+        random.shuffle(sessions)
+        loop = asyncio.get_running_loop()
+        start, count = loop.time(), max(1, len(sessions))
+        for index, session in enumerate(sessions):
+            delay = start + spread * index / count - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if session.sid not in self.sessions:
+                continue
+            self._emit(session, "session:ended", {
+                "reason": "server_draining", "reconnect": True,
+                "message": "this instance is shutting down; reconnect with your cursors"})
+            await self.sio.eio.disconnect(session.eio_sid)
+        while self.sessions:  # disconnect handlers finish on their own schedule
+            self._emptied.clear()
+            await self._emptied.wait()
+
     def _services(self) -> tuple[AuthService, TaskService, Store]:
         if self._auth is None or self._tasks is None or self._store is None:
             raise ApiError("unavailable", "the server is starting")
@@ -158,6 +189,9 @@ class SocketGateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         try:
+            if self.draining:
+                raise ApiError("unavailable",
+                               "this instance is shutting down: connect to another one")
             auth_service, _, store = self._services()
             if not isinstance(auth, dict):
                 raise ApiError("unauthorized", "missing token: connect with auth {token}")
@@ -202,6 +236,8 @@ class SocketGateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.pop(sid, None)
+        if not self.sessions:
+            self._emptied.set()
         if session is None:
             return
         sids = self._by_jti.get(session.identity.jti)
@@ -313,6 +349,9 @@ class SocketGateway:
         if kind == "control:resync":
             self.resync_all()
             return
+        if kind == "scope:head":
+            self.catch_up_to(event["scope"], event["seq"])
+            return
         if kind not in TASK_EVENTS:
             return
         scope = event["scope"]
@@ -332,6 +371,22 @@ class SocketGateway:
                 self.delivered += 1
             elif verdict == "repair":
                 self._spawn(session, self._repair(session, feed, grace=GAP_GRACE))
+
+    def catch_up_to(self, scope: str, head: int) -> None:
+        """The scope has committed up to `head`: feeds behind it read the store (a write
+        whose event was never published, see TaskService)."""
+        for sid, _ in self.sio.manager.get_participants(NAMESPACE, scope):
+            session = self.sessions.get(sid)
+            feed = session.feeds.get(scope) if session is not None else None
+            if session is not None and feed is not None and feed.cursor < head:
+                self._spawn(session, self._catch_up(session, feed, head))
+
+    async def _catch_up(self, session: Session, feed: Feed, head: int) -> None:
+        await asyncio.sleep(GAP_GRACE)  # the event itself may still be on its way
+        if feed.repairing or feed.cursor >= head:
+            return
+        feed.repairing = True
+        await self._repair(session, feed)
 
     def resync_all(self) -> None:
         """The broker may have lost events: every feed checks the store once."""

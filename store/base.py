@@ -147,6 +147,11 @@ class Store(Protocol):
     async def head(self, scope: str) -> int:
         """The scope's latest seq (0 for a scope with no change yet)."""
         ...
+    async def settled_head(self, scope: str) -> int:
+        """The scope's latest seq once every write this store object accepted for it
+        before the call has finished, committed or not (how the task service learns
+        whether a write it gave up waiting for went through)."""
+        ...
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         """Drop tombstones deleted before the cut-off (raising each scope's horizon) and
         expired revocations. Returns the number of tombstones dropped."""

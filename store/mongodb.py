@@ -463,6 +463,14 @@ class MongoStore:
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer:
         return await self._run(self._transaction, self._sync, scope, since, limit)
 
+    async def settled_head(self, scope: str) -> int:
+        # After this instance's queued writes to the scope. A transaction whose commit
+        # was sent but whose answer timed out settles on the server, usually within
+        # milliseconds; the caller reads this after a delay, and sockets repair again on
+        # the scope's next change in any case.
+        async with self._queue.turn(scope, self.timeout):
+            return await self.head(scope)
+
     async def head(self, scope: str) -> int:
         doc = await self._run(self.scopes.find_one, {"_id": scope}, {"seq": 1})
         return int(doc["seq"]) if doc else 0

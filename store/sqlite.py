@@ -330,6 +330,11 @@ class SQLiteStore:
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)
 
+    async def settled_head(self, scope: str) -> int:
+        # Through the writer: it runs writes in submission order, so everything queued
+        # before this has committed or failed by the time it reads.
+        return await self._write(_head, scope)
+
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         return await self._write(_purge, tombstones_before, now_epoch)
 
