@@ -164,7 +164,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "required": ["ready", "store", "broker"],
             "properties": {"ready": {"type": "boolean"},
                            "store": {"enum": ["up", "down"]},
-                           "broker": {"enum": ["up", "down"]}},
+                           "broker": {"enum": ["up", "down"]},
+                           "draining": {"type": "boolean"}},
         },
     }
 

@@ -187,6 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
     _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("sockets.max_pending_bytes", "max_pending_bytes", _int_in(4096, 1 << 30), 1 << 20),
+    # Graceful drain on SIGTERM: sockets are told to reconnect elsewhere over `spread`,
+    # and the process exits within `timeout` whatever is left.
+    _s("drain.timeout", "drain_timeout", parse_duration, "30s"),
+    _s("drain.spread", "drain_spread", parse_duration, "5s"),
     # Benchmark-only routes (handlers/bench.py): off by default, refused in production.
     _s("bench.endpoints", "bench_endpoints", _bool, False),
 )
@@ -229,6 +233,8 @@ class Config:
     expiry_notice: float
     max_message_bytes: int
     max_pending_bytes: int
+    drain_timeout: float
+    drain_spread: float
     bench_endpoints: bool
     source: str = "defaults"
 
@@ -335,6 +341,9 @@ def _check_combinations(config: Config) -> None:
             "config error: JWT_SECRET is required when the store is not the embedded SQLite "
             "(every instance must share it)"
         )
+    if config.drain_spread >= config.drain_timeout:
+        raise ConfigError("config error: drain.spread must be shorter than drain.timeout "
+                          "(the sockets must be told to leave before the process exits)")
     if config.list_limit_default > config.list_limit_max:
         raise ConfigError(
             "config error: api.list_limit_default must not exceed api.list_limit_max"

@@ -159,15 +159,16 @@ class SocketGateway:
         and then its Engine.IO connection is closed (not a Socket.IO disconnect), so
         standard clients reconnect by themselves, through the balancer, to another
         instance, with their cursors. The closes are spread evenly over `spread`
-        seconds in random order, so the other instances absorb the sockets gradually.
-        Returns when every socket is gone."""
+        seconds (stratified jitter: socket i of n at a random point of the i-th of n
+        equal slots, in random order), so the other instances absorb the sockets
+        gradually. Returns when every socket is gone."""
         self.draining = True
         sessions = list(self.sessions.values())
         random.shuffle(sessions)
         loop = asyncio.get_running_loop()
         start, count = loop.time(), max(1, len(sessions))
         for index, session in enumerate(sessions):
-            delay = start + spread * index / count - loop.time()
+            delay = start + spread * (index + random.random()) / count - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             if session.sid not in self.sessions:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
@@ -193,3 +194,10 @@ async def closing() -> AsyncIterator[list[Any]]:
 async def user_api(api: Api) -> Api:
     """An Api logged in as a fresh user."""
     return await api.as_new_user()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for tests that talk to real server processes."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
