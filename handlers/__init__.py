@@ -24,5 +24,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/health", system.health)
     app.router.add_get("/api/ready", system.ready)
     app.router.add_get("/api/openapi.json", system.openapi)
+    app.router.add_get("/metrics", system.metrics)
     if app[keys.CONFIG].bench_endpoints:  # benchmark-only routes; never in production
         bench.setup(app)

@@ -257,6 +257,10 @@ def _paths() -> dict[str, Any]:
         "/api/ready": {"get": {"summary": "Readiness for a load balancer",
                                "responses": {"200": _body(_ref("Ready")),
                                              "503": _body(_ref("Ready"), "not ready")}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format 0.0.4)",
+            "responses": {"200": {"description": "metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/api/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _body({"type": "object"})}}},
     }

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from realtime import keys
 from realtime.errors import ApiError
+from realtime.metrics import CONTENT_TYPE
 from realtime.validation import iso
 
 from .middleware import json_response
@@ -59,6 +60,12 @@ async def ready(request: web.Request) -> web.Response:
     ok = store == "up" and broker == "up" and not draining
     return json_response({"ready": ok, "store": store, "broker": broker,
                           "draining": draining}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; see README "Metrics" for what each series means."""
+    return web.Response(body=request.app[keys.METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:

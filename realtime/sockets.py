@@ -39,6 +39,7 @@ from .config import Config
 from .delivery import Delivery, Outgoing
 from .errors import ApiError
 from .feeds import Feed
+from .metrics import Metrics
 from .tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,9 @@ class Session:
 
 
 class SocketGateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             async_handlers=False,
@@ -203,6 +205,7 @@ class SocketGateway:
             readable = scopes.readable_scopes(identity.user_id)
             cursors = _cursors(auth.get("cursors"), readable)
         except ApiError as exc:
+            self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
@@ -221,8 +224,10 @@ class SocketGateway:
         except ApiError as exc:  # python-socketio drops the rooms of a refused socket
             for scope in readable:
                 self._broker.unwatch(scope)
+            self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
+        self.metrics.connects.labels("accepted", "").inc()
         self.sessions[sid] = session
         self._by_jti.setdefault(identity.jti, set()).add(sid)
         self._schedule_expiry(session)
@@ -356,6 +361,7 @@ class SocketGateway:
         if kind not in TASK_EVENTS:
             return
         scope = event["scope"]
+        self.metrics.observe_lag(event.get("ts"))
         outgoing = None
         send = self.delivery.send
         sessions = self.sessions
@@ -409,6 +415,7 @@ class SocketGateway:
         while feed.repairing:
             while True:
                 answer = await self._retrying(lambda: self._shared_sync(feed.scope, feed.cursor))
+                self.metrics.sync_changes.labels("catch_up").observe(len(answer.changes))
                 if answer.changes or answer.reset:
                     self._emit(session, "sync", answer.to_dict())
                 feed.cursor = answer.seq
@@ -518,6 +525,7 @@ class SocketGateway:
             raise ApiError("invalid", f"limit must be 1 to {self.config.sync_limit_max}")
         _, tasks, _ = self._services()
         answer = await tasks.sync(session.user_id, scope, since, limit)
+        self.metrics.sync_changes.labels("socket_event").observe(len(answer.changes))
         return answer.to_dict()
 
 

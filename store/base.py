@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,6 +103,8 @@ class SyncAnswer:
 
 
 class Store(Protocol):
+    observe: Callable[[str, float], None] | None  # told (kind, seconds) of every call
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...

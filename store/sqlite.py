@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -172,6 +173,7 @@ class SQLiteStore:
         if self.synchronous not in {"NORMAL", "FULL"}:
             raise ValueError("sqlite synchronous must be NORMAL or FULL")
         self.timeout = timeout
+        self.observe: Callable[[str, float], None] | None = None  # (kind, seconds) per call
         self._writer: GroupCommitWriter | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -197,12 +199,16 @@ class SQLiteStore:
             db = self._local.db = self._connect()
         return db
 
-    async def _answer(self, future: asyncio.Future[T]) -> T:
+    async def _answer(self, future: asyncio.Future[T], kind: str) -> T:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
             raise unavailable("the store did not answer in time") from None
+        finally:
+            if self.observe is not None:
+                self.observe(kind, time.perf_counter() - started)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
@@ -213,13 +219,14 @@ class SQLiteStore:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         if self._writer is None:
             raise unavailable("the store is closed")
-        return await self._answer(asyncio.wrap_future(self._writer.submit(fn, args)))
+        return await self._answer(asyncio.wrap_future(self._writer.submit(fn, args)), "write")
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:
             raise unavailable("the store is closed")
         loop = asyncio.get_running_loop()
-        return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args))
+        return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args),
+                                  "read")
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,8 @@ async def test_a_socket_that_stops_reading_is_dropped_and_others_go_on(
         assert healthy.replica.violations == []
 
         await eventually(lambda: len(gateway.sessions) == 1, 10, "the slow socket's session ending")
+        metrics = (await api.get("/metrics")).body
+        assert "taskmaster_sockets_dropped_slow_total 1.0" in metrics.splitlines()
         assert (await user.post("/api/tasks", json={"title": "after"})).status == 201
         await healthy.wait_event("task:created", where=lambda e: e["task"]["title"] == "after")
     finally:
