@@ -132,6 +132,7 @@ TASK_COLUMNS = (
 SORT_COLUMN = {"created": "created_at", "updated": "updated_at", "due": "due_key",
                "priority": "prio"}
 READERS = 4
+ANALYSIS_LIMIT = 1000  # rows sampled per index by ANALYZE
 
 
 def _task(row: tuple[Any, ...]) -> Task:
@@ -259,6 +260,11 @@ class SQLiteStore:
             if version < SCHEMA_VERSION:
                 db.execute("INSERT INTO task_words(task_words) VALUES ('rebuild')")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Statistics for the query planner (sampled: milliseconds, even on GBs). Without
+            # them it reads a due-date range and sorts it rather than walking the sort
+            # index: 9 ms instead of 0.6 for `due_before` lists on the benchmark data.
+            db.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+            db.execute("ANALYZE")
         finally:
             db.close()
 
@@ -502,8 +508,10 @@ def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
         where.append("status = ?")
         params.append(query.status)
     if query.priority is not None:
-        where.append("priority = ?")
-        params.append(query.priority)
+        # prio says the same as priority, but is what the (scope, prio, id) index holds:
+        # a priority sort then reads only the asked-for priority's rows.
+        where.append("priority = ? AND prio = ?")
+        params.extend((query.priority, PRIORITY_RANK.get(query.priority, -1)))
     if query.due_before is not None:
         where.append("due_key < ?")
         params.append(query.due_before)
@@ -579,4 +587,8 @@ def _purge(db: sqlite3.Connection, tombstones_before: str, now_epoch: float) -> 
     dropped = db.execute("DELETE FROM tasks WHERE deleted = 1 AND deleted_at < ?",
                          (tombstones_before,)).rowcount
     db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (now_epoch,))
+    # Keep the planner's statistics current as the tables grow (re-analyses only tables
+    # that changed a lot since the last time; sampled, see ANALYSIS_LIMIT).
+    db.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+    db.execute("PRAGMA optimize")
     return int(dropped)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_sockets import scope_of, url_of
 
 from conftest import Api
 from socket_clients import Tab
-from test_sockets import scope_of, url_of
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -30,10 +31,8 @@ async def test_metrics_follow_connects_writes_deliveries_and_syncs(
     before = await scrape(user_api)
     refused = Tab(url, "not-a-token")
     closing.append(refused)
-    try:
+    with pytest.raises(Exception, match="failed to connect"):
         await refused.connect()
-    except Exception:  # noqa: BLE001 - the refusal is what is measured
-        pass
     tab = await Tab(url, user_api.token).connect()
     closing.append(tab)
     for n in range(3):

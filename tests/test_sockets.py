@@ -398,10 +398,17 @@ async def test_a_write_that_timed_out_but_committed_still_reaches_the_sockets(
     store = user_api.app[keys.STORE]
     store.timeout = 0.5
     writer = store._writer  # the test orders the writer's batches
-    gate = threading.Event()
-    writer.submit(lambda db: gate.wait(10), ())  # the writer is busy with this batch
-    attempt = asyncio.ensure_future(user_api.post("/api/tasks", json={"title": "ambiguous"}))
+    busy, gate = threading.Event(), threading.Event()
+
+    def hold(db: Any) -> None:
+        busy.set()
+        gate.wait(10)
+
+    writer.submit(hold, ())
     try:
+        await eventually(busy.is_set, 5, "the writer is held")
+        attempt = asyncio.ensure_future(
+            user_api.post("/api/tasks", json={"title": "ambiguous"}))
         await eventually(lambda: writer._queue.qsize() >= 1, 5, "the create is queued")
         # Runs in the same batch as the create, after it: the create is running when
         # its caller's 0.5 s run out, so it cannot be cancelled, and it commits at ~1 s.
@@ -410,7 +417,6 @@ async def test_a_write_that_timed_out_but_committed_still_reaches_the_sockets(
         gate.set()
     reply = await attempt
     assert reply.status == 503 and reply.body["error"]["code"] == "unavailable"
-
     await tab.wait_for(lambda _: any(
         t["title"] == "ambiguous" for t in tab.replica.tasks.values()), timeout=10)
     assert tab.replica.violations == []
