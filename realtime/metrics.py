@@ -89,6 +89,9 @@ class _Readings(Collector):
                        "Events the relay queue had no room for (sockets resynced)",
                        gateway.relay_overflows)
         delivery = gateway.delivery
+        yield _gauge("taskmaster_socket_pending_bytes",
+                     "Unsent websocket output held in this process, all sockets",
+                     delivery.pending_bytes())
         yield _counter("taskmaster_sockets_dropped_slow",
                        "Sockets dropped for not reading their output", delivery.dropped_slow)
         family = CounterMetricFamily("taskmaster_socket_writes",
