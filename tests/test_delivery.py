@@ -214,3 +214,25 @@ def rss_of(instance: Instance) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+async def test_a_half_open_connection_is_found_by_heartbeats_and_freed(
+        tmp_path: Any, aiohttp_client: Any, openapi_checker: Any) -> None:
+    """A peer that vanished without a FIN (or a client frozen mid-connection): it never
+    answers a ping, so the server closes it after ping_interval + ping_timeout."""
+    config = make_config(tmp_path, **{"sockets.ping_interval": "1s",
+                                      "sockets.ping_timeout": "1s"})
+    api = Api(await aiohttp_client(create_app(config)), openapi_checker)
+    user = await api.as_new_user()
+    url = str(api.client.make_url("/"))
+    frozen = await asyncio.get_running_loop().run_in_executor(None, SilentClient, url,
+                                                              user.token)
+    gateway = api.app[keys.SOCKETS]
+    try:
+        assert len(gateway.sessions) == 1
+        started = time.monotonic()
+        await eventually(lambda: not gateway.sessions, 10, "the frozen socket freed")
+        assert time.monotonic() - started >= 1.0  # by the heartbeat, not at once
+        assert not api.app[keys.SOCKETS].delivery._transports  # its transport released
+    finally:
+        frozen.close()
