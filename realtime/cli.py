@@ -14,6 +14,7 @@ from typing import Any
 from . import logs
 from .config import Config, ConfigError, load_config
 from .errors import ApiError
+from .errortracking import init_error_tracking
 
 
 def _serve(config: Config) -> int:
@@ -88,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format, config.instance_id)
+    try:
+        if init_error_tracking(config):
+            logging.getLogger("taskmaster").info("error tracking: Sentry on")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.command == "serve":
         return _serve(config)
     return 0

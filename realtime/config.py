@@ -156,6 +156,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server.log_format", "log_format", _one_of("json", "text"), "json"),
     _s("server.gc_gen0", "gc_gen0", _int_in(0, 10_000_000), 50_000),
     _s("server.backlog", "backlog", _int_in(16, 65535), 4096),
+    _s("server.sentry_dsn", "sentry_dsn", _text, "", "SENTRY_DSN"),
     _s("server.max_body_bytes", "max_body_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("store.url", "store_url", _url({"sqlite", "mongodb", "mongodb+srv"}),
        "sqlite:///data/taskmaster.db", "MONGODB_URI"),
@@ -207,6 +208,7 @@ class Config:
     gc_gen0: int
     backlog: int
     max_body_bytes: int
+    sentry_dsn: str
     store_url: str
     tombstone_retention: float
     purge_interval: float
@@ -305,7 +307,8 @@ def load_config(
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as exc:
-            shown = "<hidden>" if "secret" in setting.name else repr(raw)
+            hidden = "secret" in setting.name or "dsn" in setting.name
+            shown = "<hidden>" if hidden else repr(raw)
             key = origin.split()[1] if origin.startswith("environment") else setting.name
             raise ConfigError(f"config error: {key} = {shown} (from {origin}): {exc}") from None
 
