@@ -174,13 +174,22 @@ def main() -> int:
                 proc.kill()
         redis.stop()
 
-    warm = [s for s in samples if s["t"] >= args.warmup_minutes * 60]
+    # Growth over the write phase only (the final check reads every scope's whole state,
+    # which raises the servers' high-water mark and says nothing about leaks).
+    writing = [t for t in loadtest.get("timeline", []) if t.get("phase") == "writes"]
+    if writing:
+        begin = writing[0]["t"] + args.warmup_minutes * 60
+        warm = [t for t in writing if t["t"] >= begin]
+    else:
+        warm = []
     growth = []
     if len(warm) >= 2:
         for index in range(len(servers)):
-            first, last = warm[0]["rss_kib"][index], warm[-1]["rss_kib"][index]
-            peak = max(s["rss_kib"][index] for s in warm)
-            growth.append({"after_warmup_kib": first, "end_kib": last, "peak_kib": peak,
+            first = warm[0]["servers"][index]["rss_mib"]
+            last = warm[-1]["servers"][index]["rss_mib"]
+            peak = max(t["servers"][index]["rss_mib"] for t in warm)
+            growth.append({"after_warmup_mib": first, "end_of_writes_mib": last,
+                           "peak_mib": peak,
                            "growth": round(last / first - 1, 4) if first else None})
     summary = {
         "command": " ".join(sys.argv), "minutes": args.minutes, "sockets": args.sockets,
