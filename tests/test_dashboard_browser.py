@@ -245,7 +245,7 @@ def rest_b(playwright: Playwright, servers: Servers) -> Iterator[APIRequestConte
 def screenshot(tab: Tab, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    tab.page.screenshot(path=str(path), full_page=True)
+    tab.page.screenshot(path=str(path), full_page=True, animations="disabled")
     print(f"screenshot: {path}")
     return path
 
@@ -427,6 +427,7 @@ def test_a_conflict_is_shown_and_nothing_is_overwritten(browsing: Browsing) -> N
     expect(conflict).to_be_visible()
     expect(conflict).to_contain_text("changed elsewhere")
     expect(conflict).to_contain_text("Plan the offsite (theirs)")
+    expect(conflict).to_contain_text("Your change: title “Plan the offsite (mine)”")
     expect(mine.card("Plan the offsite (theirs)")).to_be_visible()
     expect(mine.card("Plan the offsite (mine)")).to_have_count(0)
     expect(theirs.card("Plan the offsite (theirs)")).to_be_visible()

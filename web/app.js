@@ -135,7 +135,10 @@ function renderStats(stats) {
     due_this_week: stats.due_this_week,
   };
   for (const node of document.querySelectorAll("[data-stat]")) {
-    node.textContent = String(values[node.dataset.stat] ?? 0);
+    const value = values[node.dataset.stat] ?? 0;
+    node.textContent = String(value);
+    const box = node.closest("[data-alert-above]");
+    box?.classList.toggle("alert", value > Number(box.dataset.alertAbove));
   }
 }
 
@@ -306,12 +309,19 @@ async function write(kind, taskId, version, changes) {
   }
 }
 
+function describeChanges(changes) {
+  return Object.entries(changes || {})
+    .map(([name, value]) => `${name.replace("_", " ")} “${name === "status" ? STATUS_LABELS[value] : value ?? "none"}”`)
+    .join(", ");
+}
+
 function showConflict(kind, changes, current) {
   state.conflict = { kind, changes, current };
-  const action = kind === "delete" ? "delete it" : "save your change";
+  const action = kind === "delete" ? "you could delete it" : "your change was saved";
+  const yours = kind === "delete" ? "" : ` Your change: ${describeChanges(changes)}.`;
   $("#conflict-text").textContent = `“${current.title}” was changed elsewhere (now version `
-    + `${current.version}, ${STATUS_LABELS[current.status] ?? current.status}) before you could `
-    + `${action}. Nothing was overwritten; the board shows their version.`;
+    + `${current.version}, ${STATUS_LABELS[current.status] ?? current.status}) before ${action}. `
+    + `Nothing was overwritten: the board shows their version.${yours}`;
   $("#conflict-overwrite").textContent = kind === "delete"
     ? "Delete it anyway" : "Apply my change anyway";
   $("#conflict").dataset.taskId = current.id;

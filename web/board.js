@@ -52,20 +52,20 @@ function fillCard(card, task) {
   const parts = [meta, element("h3", "title", task.title)];
   if (task.description) parts.push(element("p", "desc", task.description));
 
+  // Moves on the left (◀ ▶, each only where there is a column that way), edit and
+  // delete on the right: the same place on every card.
   const actions = element("div", "actions");
   const index = STATUSES.indexOf(task.status);
-  if (index > 0) {
-    const to = STATUSES[index - 1];
-    actions.append(button("◀", "move", `Move to ${STATUS_LABELS[to]}`, { data: { to } }));
+  const moves = element("span", "moves");
+  for (const to of [STATUSES[index - 1], STATUSES[index + 1]]) {
+    if (!to) continue;
+    const arrow = STATUSES.indexOf(to) < index ? "◀" : "▶";
+    moves.append(button(arrow, "move", `Move to ${STATUS_LABELS[to]}`, { data: { to } }));
   }
-  actions.append(element("span", "spacer"));
-  actions.append(button("Edit", "edit", "Edit"));
-  actions.append(button("Delete", "delete", "Delete", { className: "danger" }));
-  actions.append(element("span", "spacer"));
-  if (index < STATUSES.length - 1) {
-    const to = STATUSES[index + 1];
-    actions.append(button("▶", "move", `Move to ${STATUS_LABELS[to]}`, { data: { to } }));
-  }
+  const edits = element("span", "edits");
+  edits.append(button("Edit", "edit", "Edit"));
+  edits.append(button("Delete", "delete", "Delete", { className: "danger" }));
+  actions.append(moves, edits);
   parts.push(actions);
   card.replaceChildren(...parts);
 }
