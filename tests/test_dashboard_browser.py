@@ -476,6 +476,18 @@ def test_filters_and_search_stay_live(browsing: Browsing) -> None:
     assert time.monotonic() - started < 2 * LIVE_MS / 1000
 
 
+def test_logging_out_in_one_tab_signs_out_the_others(browsing: Browsing) -> None:
+    tab, _ = browsing.register("Jo")
+    other = browsing.second_tab(tab)
+    other.expect_live()
+    tab.page.get_by_role("button", name="Log out").click()
+    expect(tab.page.locator("#auth-view")).to_be_visible()
+    # The server revoked the token and ended the other tab's socket with session:ended.
+    expect(other.page.locator("#auth-view")).to_be_visible(timeout=CATCH_UP_MS)
+    expect(other.page.locator("#auth-error")).to_contain_text("revoked")
+    assert other.page.evaluate("localStorage.getItem('taskmaster.token')") is None
+
+
 def test_a_busy_board_screenshot(browsing: Browsing, rest_b: APIRequestContext) -> None:
     tab, _ = browsing.register("Hana")
     auth = {"Authorization": f"Bearer {token_of(tab)}"}
