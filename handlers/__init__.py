@@ -24,6 +24,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/health", system.health)
     app.router.add_get("/api/ready", system.ready)
     app.router.add_get("/api/openapi.json", system.openapi)
+    app.router.add_get("/metrics", system.metrics)
     if app[keys.CONFIG].bench_endpoints:  # benchmark-only routes; never in production
         bench.setup(app)
     if app[keys.CONFIG].dashboard:  # last: its routes are the most general ones

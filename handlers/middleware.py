@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from realtime import keys, logs
 from realtime.auth import Identity, bearer_token
 from realtime.errors import ApiError
+from realtime.metrics import route_of
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,6 +54,22 @@ _request_counter = itertools.count(1)
 
 def _next_request_id() -> str:
     return f"{_REQUEST_PREFIX}-{next(_request_counter):x}"
+
+
+SOCKET_IO_ROUTE = "/socket.io/"  # connections, not requests: measured by socket metrics
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)  # error_middleware (inside) turns failures into answers
+    route = route_of(request)
+    if route != SOCKET_IO_ROUTE:
+        metrics = request.app[keys.METRICS]
+        metrics.http_latency.labels(request.method, route).observe(
+            time.perf_counter() - started)
+        metrics.http_responses.labels(request.method, route, response.status).inc()
+    return response
 
 
 @web.middleware

@@ -164,7 +164,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "required": ["ready", "store", "broker"],
             "properties": {"ready": {"type": "boolean"},
                            "store": {"enum": ["up", "down"]},
-                           "broker": {"enum": ["up", "down"]}},
+                           "broker": {"enum": ["up", "down"]},
+                           "draining": {"type": "boolean"}},
         },
     }
 
@@ -256,6 +257,10 @@ def _paths() -> dict[str, Any]:
         "/api/ready": {"get": {"summary": "Readiness for a load balancer",
                                "responses": {"200": _body(_ref("Ready")),
                                              "503": _body(_ref("Ready"), "not ready")}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format 0.0.4)",
+            "responses": {"200": {"description": "metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/api/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _body({"type": "object"})}}},
     }

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from realtime import keys
 from realtime.errors import ApiError
+from realtime.metrics import CONTENT_TYPE
 from realtime.validation import iso
 
 from .middleware import json_response
@@ -50,13 +51,21 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 only while the store answers and the broker delivers."""
+    """Readiness: 200 only while the store answers, the broker delivers and the instance
+    is not draining (a balancer stops sending new clients as soon as a drain starts)."""
     app = request.app
     store = await _store_state(app)
     broker = "up" if app[keys.BROKER].healthy else "down"
-    ok = store == "up" and broker == "up"
-    return json_response({"ready": ok, "store": store, "broker": broker},
-                         status=200 if ok else 503)
+    draining = app[keys.SOCKETS].draining
+    ok = store == "up" and broker == "up" and not draining
+    return json_response({"ready": ok, "store": store, "broker": broker,
+                          "draining": draining}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; see README "Metrics" for what each series means."""
+    return web.Response(body=request.app[keys.METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -113,4 +113,5 @@ async def sync(request: web.Request) -> web.Response:
     since = int_param(params, "since", 0, 0, 2**53)
     limit = int_param(params, "limit", config.sync_limit_max, 1, config.sync_limit_max)
     answer = await request.app[keys.TASKS].sync(user.user_id, scope, since, limit)
+    request.app[keys.METRICS].sync_changes.labels("rest").observe(len(answer.changes))
     return json_response(answer.to_dict())

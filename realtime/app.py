@@ -17,13 +17,14 @@ from datetime import timedelta
 from aiohttp import web
 
 from handlers import setup_routes
-from handlers.middleware import error_middleware
+from handlers.middleware import error_middleware, metrics_middleware
 from store import store_from_url
 
 from . import keys
 from .auth import AuthService, resolve_secret
 from .broker import broker_from_url
 from .config import Config
+from .metrics import Metrics
 from .sockets import SocketGateway
 from .tasks import TaskService, utc_now
 from .validation import iso
@@ -33,12 +34,14 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[metrics_middleware, error_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
     app[keys.STARTED_AT] = time.time()
-    gateway = SocketGateway(config)
+    metrics = app[keys.METRICS] = Metrics()
+    metrics.watch(app)
+    gateway = SocketGateway(config, metrics)
     gateway.sio.attach(app)
     app[keys.SOCKETS] = gateway
     app.cleanup_ctx.extend([_store_ctx, _broker_ctx, _services_ctx, _sockets_ctx, _purge_ctx])
@@ -49,6 +52,7 @@ def create_app(config: Config) -> web.Application:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     store = store_from_url(config.store_url, timeout=config.store_timeout)
+    store.observe = app[keys.METRICS].observe_store
     await store.open()
     app[keys.STORE] = store
     yield
@@ -69,8 +73,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     auth = AuthService(config, app[keys.STORE], app[keys.BROKER], secret)
     await auth.start()
     app[keys.AUTH] = auth
-    app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
+    tasks = app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
     yield
+    await tasks.close()
 
 
 async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:

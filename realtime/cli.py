@@ -14,12 +14,14 @@ from typing import Any
 from . import logs
 from .config import Config, ConfigError, load_config
 from .errors import ApiError
+from .errortracking import init_error_tracking
 
 
 def _serve(config: Config) -> int:
     import uvloop
     from aiohttp import web
 
+    from . import drain
     from .app import create_app
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -31,9 +33,11 @@ def _serve(config: Config) -> int:
     app = create_app(config)
     if config.gc_gen0:
         app.on_startup.append(_tune_gc(config.gc_gen0))
+    app.on_startup.append(drain.on_sigterm(app))
     try:
         web.run_app(app, host=config.host, port=config.port, print=None, access_log=None,
-                    backlog=config.backlog)
+                    backlog=config.backlog,
+                    shutdown_timeout=drain.budgets(config.drain_timeout)[1])
     except (ApiError, ValueError, OSError) as exc:
         # The store or broker refused at start-up, or the port is taken: one clear line.
         print(f"taskmaster: cannot start: {exc}", file=sys.stderr)
@@ -85,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format, config.instance_id)
+    try:
+        if init_error_tracking(config):
+            logging.getLogger("taskmaster").info("error tracking: Sentry on")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.command == "serve":
         return _serve(config)
     return 0

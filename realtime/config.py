@@ -156,6 +156,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server.log_format", "log_format", _one_of("json", "text"), "json"),
     _s("server.gc_gen0", "gc_gen0", _int_in(0, 10_000_000), 50_000),
     _s("server.backlog", "backlog", _int_in(16, 65535), 4096),
+    _s("server.sentry_dsn", "sentry_dsn", _text, "", "SENTRY_DSN"),
     _s("server.max_body_bytes", "max_body_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("store.url", "store_url", _url({"sqlite", "mongodb", "mongodb+srv"}),
        "sqlite:///data/taskmaster.db", "MONGODB_URI"),
@@ -191,6 +192,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("sockets.expiry_notice", "expiry_notice", parse_duration, "60s"),
     _s("sockets.max_message_bytes", "max_message_bytes", _int_in(1024, 64 << 20), 1 << 20),
     _s("sockets.max_pending_bytes", "max_pending_bytes", _int_in(4096, 1 << 30), 1 << 20),
+    # Graceful drain on SIGTERM: sockets are told to reconnect elsewhere over `spread`,
+    # and the process exits within `timeout` whatever is left.
+    _s("drain.timeout", "drain_timeout", parse_duration, "30s"),
+    _s("drain.spread", "drain_spread", parse_duration, "5s"),
     # Benchmark-only routes (handlers/bench.py): off by default, refused in production.
     _s("bench.endpoints", "bench_endpoints", _bool, False),
 )
@@ -207,6 +212,7 @@ class Config:
     gc_gen0: int
     backlog: int
     max_body_bytes: int
+    sentry_dsn: str
     store_url: str
     tombstone_retention: float
     purge_interval: float
@@ -235,6 +241,8 @@ class Config:
     expiry_notice: float
     max_message_bytes: int
     max_pending_bytes: int
+    drain_timeout: float
+    drain_spread: float
     bench_endpoints: bool
     source: str = "defaults"
 
@@ -305,7 +313,8 @@ def load_config(
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as exc:
-            shown = "<hidden>" if "secret" in setting.name else repr(raw)
+            hidden = "secret" in setting.name or "dsn" in setting.name
+            shown = "<hidden>" if hidden else repr(raw)
             key = origin.split()[1] if origin.startswith("environment") else setting.name
             raise ConfigError(f"config error: {key} = {shown} (from {origin}): {exc}") from None
 
@@ -341,6 +350,9 @@ def _check_combinations(config: Config) -> None:
             "config error: JWT_SECRET is required when the store is not the embedded SQLite "
             "(every instance must share it)"
         )
+    if config.drain_spread >= config.drain_timeout:
+        raise ConfigError("config error: drain.spread must be shorter than drain.timeout "
+                          "(the sockets must be told to leave before the process exits)")
     if config.list_limit_default > config.list_limit_max:
         raise ConfigError(
             "config error: api.list_limit_default must not exceed api.list_limit_max"

@@ -75,6 +75,12 @@ class Delivery:
         self.queued = 0
         self.dropped_slow = 0
 
+    def pending_bytes(self) -> int:
+        """Output accepted for websockets but not yet taken by the kernel (what slow
+        readers cost this process; each is bounded by max_pending_bytes)."""
+        return sum(transport.get_write_buffer_size()
+                   for transport in list(self._transports.values()))
+
     def send(self, eio_sid: str, packet: Outgoing) -> bool:
         """Hand the packet to the socket now; False if the socket is gone or was dropped."""
         socket = self._eio.sockets.get(eio_sid)

@@ -91,12 +91,16 @@ def apply(eio_server: Any) -> None:
 
     on_disconnect = eio_server.handlers["disconnect"]
 
+    server_close = eio_server.reason.SERVER_DISCONNECT
+
     async def disconnect_and_release(sid: str, *args: Any) -> Any:
         try:
             return await on_disconnect(sid, *args)
         finally:
             socket = eio_server.sockets.get(sid)
-            if socket is not None:
+            # A close by the server queues a CLOSE packet next and waits for the queue to
+            # drain: the writer must stay alive for it. Any other close sends nothing.
+            if socket is not None and (not args or args[0] != server_close):
                 socket.queue.put_nowait(None)  # ends a waiting poll() at once
 
     eio_server.handlers["disconnect"] = disconnect_and_release

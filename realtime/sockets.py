@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from .config import Config
 from .delivery import Delivery, Outgoing
 from .errors import ApiError
 from .feeds import Feed
+from .metrics import Metrics
 from .tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,9 @@ class Session:
 
 
 class SocketGateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             async_handlers=False,
@@ -120,6 +123,8 @@ class SocketGateway:
         self._store: Store | None = None
         self._broker: Broker | None = None
         self.delivered = 0
+        self.draining = False
+        self._emptied = asyncio.Event()  # set whenever the last socket goes
 
         on = self.sio.on
         on("connect", self._on_connect)
@@ -149,6 +154,35 @@ class SocketGateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def drain(self, spread: float) -> None:
+        """Refuse new sockets and ask every open one to reconnect elsewhere.
+
+        Each socket gets `session:ended` {reason: "server_draining", reconnect: true}
+        and then its Engine.IO connection is closed (not a Socket.IO disconnect), so
+        standard clients reconnect by themselves, through the balancer, to another
+        instance, with their cursors. The closes are spread evenly over `spread`
+        seconds (stratified jitter: socket i of n at a random point of the i-th of n
+        equal slots, in random order), so the other instances absorb the sockets
+        gradually. Returns when every socket is gone."""
+        self.draining = True
+        sessions = list(self.sessions.values())
+        random.shuffle(sessions)
+        loop = asyncio.get_running_loop()
+        start, count = loop.time(), max(1, len(sessions))
+        for index, session in enumerate(sessions):
+            delay = start + spread * (index + random.random()) / count - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if session.sid not in self.sessions:
+                continue
+            self._emit(session, "session:ended", {
+                "reason": "server_draining", "reconnect": True,
+                "message": "this instance is shutting down; reconnect with your cursors"})
+            await self.sio.eio.disconnect(session.eio_sid)
+        while self.sessions:  # disconnect handlers finish on their own schedule
+            self._emptied.clear()
+            await self._emptied.wait()
+
     def _services(self) -> tuple[AuthService, TaskService, Store]:
         if self._auth is None or self._tasks is None or self._store is None:
             raise ApiError("unavailable", "the server is starting")
@@ -158,6 +192,9 @@ class SocketGateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         try:
+            if self.draining:
+                raise ApiError("unavailable",
+                               "this instance is shutting down: connect to another one")
             auth_service, _, store = self._services()
             if not isinstance(auth, dict):
                 raise ApiError("unauthorized", "missing token: connect with auth {token}")
@@ -168,6 +205,7 @@ class SocketGateway:
             readable = scopes.readable_scopes(identity.user_id)
             cursors = _cursors(auth.get("cursors"), readable)
         except ApiError as exc:
+            self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
@@ -186,8 +224,10 @@ class SocketGateway:
         except ApiError as exc:  # python-socketio drops the rooms of a refused socket
             for scope in readable:
                 self._broker.unwatch(scope)
+            self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
+        self.metrics.connects.labels("accepted", "").inc()
         self.sessions[sid] = session
         self._by_jti.setdefault(identity.jti, set()).add(sid)
         self._schedule_expiry(session)
@@ -202,6 +242,8 @@ class SocketGateway:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.pop(sid, None)
+        if not self.sessions:
+            self._emptied.set()
         if session is None:
             return
         sids = self._by_jti.get(session.identity.jti)
@@ -313,9 +355,13 @@ class SocketGateway:
         if kind == "control:resync":
             self.resync_all()
             return
+        if kind == "scope:head":
+            self.catch_up_to(event["scope"], event["seq"])
+            return
         if kind not in TASK_EVENTS:
             return
         scope = event["scope"]
+        self.metrics.observe_lag(event.get("ts"))
         outgoing = None
         send = self.delivery.send
         sessions = self.sessions
@@ -332,6 +378,22 @@ class SocketGateway:
                 self.delivered += 1
             elif verdict == "repair":
                 self._spawn(session, self._repair(session, feed, grace=GAP_GRACE))
+
+    def catch_up_to(self, scope: str, head: int) -> None:
+        """The scope has committed up to `head`: feeds behind it read the store (a write
+        whose event was never published, see TaskService)."""
+        for sid, _ in self.sio.manager.get_participants(NAMESPACE, scope):
+            session = self.sessions.get(sid)
+            feed = session.feeds.get(scope) if session is not None else None
+            if session is not None and feed is not None and feed.cursor < head:
+                self._spawn(session, self._catch_up(session, feed, head))
+
+    async def _catch_up(self, session: Session, feed: Feed, head: int) -> None:
+        await asyncio.sleep(GAP_GRACE)  # the event itself may still be on its way
+        if feed.repairing or feed.cursor >= head:
+            return
+        feed.repairing = True
+        await self._repair(session, feed)
 
     def resync_all(self) -> None:
         """The broker may have lost events: every feed checks the store once."""
@@ -353,6 +415,7 @@ class SocketGateway:
         while feed.repairing:
             while True:
                 answer = await self._retrying(lambda: self._shared_sync(feed.scope, feed.cursor))
+                self.metrics.sync_changes.labels("catch_up").observe(len(answer.changes))
                 if answer.changes or answer.reset:
                     self._emit(session, "sync", answer.to_dict())
                 feed.cursor = answer.seq
@@ -462,6 +525,7 @@ class SocketGateway:
             raise ApiError("invalid", f"limit must be 1 to {self.config.sync_limit_max}")
         _, tasks, _ = self._services()
         answer = await tasks.sync(session.user_id, scope, since, limit)
+        self.metrics.sync_changes.labels("socket_event").observe(len(answer.changes))
         return answer.to_dict()
 
 

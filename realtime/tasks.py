@@ -7,10 +7,13 @@ Nothing here knows about HTTP or Socket.IO, and nothing else publishes events.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +27,12 @@ from . import scopes
 from .broker import Broker
 from .errors import ApiError, not_found
 from .validation import iso
+
+log = logging.getLogger(__name__)
+# After a write failed as `unavailable`, how long to keep trying to read the scope's head
+# (seconds between attempts); past the last, the next change or reconnect repairs.
+RECONCILE_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 10.0, 10.0, 30.0, 30.0, 60.0, 60.0)
+RECONCILE_MAX_SCOPES = 10_000  # pending reconciliations; past it, one broker-wide resync
 
 
 def utc_now() -> datetime:
@@ -61,11 +70,36 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
 
 
 class TaskService:
+    """Writes and reads of tasks.
+
+    A write that fails as `unavailable` (the store timed out, say) may still have
+    committed: a SQLite batch already running, a MongoDB commit whose answer was lost.
+    Its event was then never published. So after such a failure the service reads the
+    scope's head once the store answers again and publishes a `scope:head` notice;
+    every socket whose cursor is behind it repairs from the store. A retried create that
+    finds the task already there publishes the same notice, since the first attempt's
+    event may never have gone out. Notices are cheap and idempotent: a feed that is
+    up to date ignores them.
+    """
+
     def __init__(self, store: Store, broker: Broker,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self.broker = broker
         self._clock = clock
+        self._reconciling: dict[str, asyncio.Task[None]] = {}
+        self._resync_pending: asyncio.Task[None] | None = None
+        self.reconciliations = 0
+
+    async def close(self) -> None:
+        pending = [*self._reconciling.values(), self._resync_pending]
+        for task in pending:
+            if task is not None:
+                task.cancel()
+        for task in pending:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _now(self) -> str:
         return iso(self._clock())
@@ -75,6 +109,54 @@ class TaskService:
             "type": kind, "scope": task["scope"], "seq": task["seq"], "task": task,
             "origin": origin, "ts": ts,
         })
+
+    def _publish_head(self, scope: str, seq: int) -> None:
+        self.broker.publish({"type": "scope:head", "scope": scope, "seq": seq})
+
+    async def _guarded(self, scopes_written: tuple[str, ...], write: Awaitable[Any]) -> Any:
+        try:
+            return await write
+        except ApiError as exc:
+            if exc.code == "unavailable":
+                for scope in scopes_written:
+                    self._reconcile(scope)
+            raise
+
+    def _reconcile(self, scope: str) -> None:
+        if scope in self._reconciling:
+            return
+        if len(self._reconciling) >= RECONCILE_MAX_SCOPES:
+            if self._resync_pending is None:
+                self._resync_pending = asyncio.ensure_future(self._resync_when_back(scope))
+            return
+        task = asyncio.ensure_future(self._publish_head_when_back(scope))
+        self._reconciling[scope] = task
+        task.add_done_callback(lambda _: self._reconciling.pop(scope, None))
+
+    async def _head_when_back(self, scope: str) -> int | None:
+        for delay in RECONCILE_BACKOFF:
+            await asyncio.sleep(delay)
+            try:
+                return await self.store.settled_head(scope)
+            except ApiError:
+                continue
+        log.warning("scope %s: store still unavailable; its sockets repair on the next "
+                    "change or reconnect", scope)
+        return None
+
+    async def _publish_head_when_back(self, scope: str) -> None:
+        head = await self._head_when_back(scope)
+        if head is not None:
+            self.reconciliations += 1
+            self._publish_head(scope, head)
+
+    async def _resync_when_back(self, scope: str) -> None:
+        try:
+            if await self._head_when_back(scope) is not None:
+                self.reconciliations += 1
+                self.broker.publish({"type": "control:resync"})
+        finally:
+            self._resync_pending = None
 
     # -- writes ------------------------------------------------------------------
 
@@ -86,17 +168,21 @@ class TaskService:
             "scope": scopes.personal_scope(user_id), **fields,
             "created_at": now, "updated_at": now,
         }
-        stored, created = await self.store.create_task(task)
+        stored, created = await self._guarded(
+            (task["scope"],), self.store.create_task(task))
         if created:
             self._publish("task:created", stored, mutation_id, now)
+        else:
+            self._publish_head(stored["scope"], stored["seq"])
         return stored, created
 
     async def update(self, user_id: str, task_id: str, changes: dict[str, Any],
                      expected_version: int | None = None,
                      mutation_id: str | None = None) -> Task:
         now = self._now()
-        task, changed = await self.store.update_task(
-            scopes.writable_scopes(user_id), task_id, changes, expected_version, now)
+        writable = scopes.writable_scopes(user_id)
+        task, changed = await self._guarded(writable, self.store.update_task(
+            writable, task_id, changes, expected_version, now))
         if changed:
             self._publish("task:updated", task, mutation_id, now)
         return task
@@ -104,8 +190,9 @@ class TaskService:
     async def delete(self, user_id: str, task_id: str, expected_version: int | None = None,
                      mutation_id: str | None = None) -> Task:
         now = self._now()
-        gone = await self.store.delete_task(
-            scopes.writable_scopes(user_id), task_id, expected_version, now)
+        writable = scopes.writable_scopes(user_id)
+        gone = await self._guarded(writable, self.store.delete_task(
+            writable, task_id, expected_version, now))
         self._publish("task:deleted", gone, mutation_id, now)
         return gone
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,6 +103,8 @@ class SyncAnswer:
 
 
 class Store(Protocol):
+    observe: Callable[[str, float], None] | None  # told (kind, seconds) of every call
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
@@ -146,6 +148,11 @@ class Store(Protocol):
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer: ...
     async def head(self, scope: str) -> int:
         """The scope's latest seq (0 for a scope with no change yet)."""
+        ...
+    async def settled_head(self, scope: str) -> int:
+        """The scope's latest seq once every write this store object accepted for it
+        before the call has finished, committed or not (how the task service learns
+        whether a write it gave up waiting for went through)."""
         ...
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         """Drop tombstones deleted before the cut-off (raising each scope's horizon) and

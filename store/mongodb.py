@@ -237,6 +237,7 @@ class MongoStore:
         self._db: AsyncDatabase[Doc] | None = None
         self._queue = ScopeQueue()
         self._last_failure_log = -FAILURE_LOG_INTERVAL
+        self.observe: Callable[[str, float], None] | None = None  # (kind, seconds) per call
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -268,6 +269,7 @@ class MongoStore:
         remaining = self.timeout if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise unavailable("the store did not answer in time")
+        started = time.perf_counter()
         try:
             with pymongo.timeout(remaining):
                 return await fn(*args)
@@ -281,6 +283,11 @@ class MongoStore:
                 raise unavailable() from None
             self._log_failure("mongodb store error: %s", exc)
             raise unavailable("the store failed, try again shortly") from None
+        finally:
+            if self.observe is not None:
+                # Only seq-taking writes come with a deadline (queue wait included).
+                self.observe("read" if deadline is None else "write",
+                             time.perf_counter() - started)
 
     def _log_failure(self, message: str, exc: PyMongoError) -> None:
         now = time.monotonic()
@@ -462,6 +469,14 @@ class MongoStore:
 
     async def sync(self, scope: str, since: int, limit: int) -> SyncAnswer:
         return await self._run(self._transaction, self._sync, scope, since, limit)
+
+    async def settled_head(self, scope: str) -> int:
+        # After this instance's queued writes to the scope. A transaction whose commit
+        # was sent but whose answer timed out settles on the server, usually within
+        # milliseconds; the caller reads this after a delay, and sockets repair again on
+        # the scope's next change in any case.
+        async with self._queue.turn(scope, self.timeout):
+            return await self.head(scope)
 
     async def head(self, scope: str) -> int:
         doc = await self._run(self.scopes.find_one, {"_id": scope}, {"seq": 1})

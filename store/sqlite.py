@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,6 +132,7 @@ TASK_COLUMNS = (
 SORT_COLUMN = {"created": "created_at", "updated": "updated_at", "due": "due_key",
                "priority": "prio"}
 READERS = 4
+ANALYSIS_LIMIT = 1000  # rows sampled per index by ANALYZE
 
 
 def _task(row: tuple[Any, ...]) -> Task:
@@ -172,6 +174,7 @@ class SQLiteStore:
         if self.synchronous not in {"NORMAL", "FULL"}:
             raise ValueError("sqlite synchronous must be NORMAL or FULL")
         self.timeout = timeout
+        self.observe: Callable[[str, float], None] | None = None  # (kind, seconds) per call
         self._writer: GroupCommitWriter | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -197,12 +200,16 @@ class SQLiteStore:
             db = self._local.db = self._connect()
         return db
 
-    async def _answer(self, future: asyncio.Future[T]) -> T:
+    async def _answer(self, future: asyncio.Future[T], kind: str) -> T:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
             raise unavailable("the store did not answer in time") from None
+        finally:
+            if self.observe is not None:
+                self.observe(kind, time.perf_counter() - started)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
@@ -213,13 +220,14 @@ class SQLiteStore:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         if self._writer is None:
             raise unavailable("the store is closed")
-        return await self._answer(asyncio.wrap_future(self._writer.submit(fn, args)))
+        return await self._answer(asyncio.wrap_future(self._writer.submit(fn, args)), "write")
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:
             raise unavailable("the store is closed")
         loop = asyncio.get_running_loop()
-        return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args))
+        return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args),
+                                  "read")
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +260,11 @@ class SQLiteStore:
             if version < SCHEMA_VERSION:
                 db.execute("INSERT INTO task_words(task_words) VALUES ('rebuild')")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Statistics for the query planner (sampled: milliseconds, even on GBs). Without
+            # them it reads a due-date range and sorts it rather than walking the sort
+            # index: 9 ms instead of 0.6 for `due_before` lists on the benchmark data.
+            db.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+            db.execute("ANALYZE")
         finally:
             db.close()
 
@@ -329,6 +342,11 @@ class SQLiteStore:
 
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)
+
+    async def settled_head(self, scope: str) -> int:
+        # Through the writer: it runs writes in submission order, so everything queued
+        # before this has committed or failed by the time it reads.
+        return await self._write(_head, scope)
 
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         return await self._write(_purge, tombstones_before, now_epoch)
@@ -490,8 +508,10 @@ def _list_tasks(db: sqlite3.Connection, query: TaskQuery) -> list[Task]:
         where.append("status = ?")
         params.append(query.status)
     if query.priority is not None:
-        where.append("priority = ?")
-        params.append(query.priority)
+        # prio says the same as priority, but is what the (scope, prio, id) index holds:
+        # a priority sort then reads only the asked-for priority's rows.
+        where.append("priority = ? AND prio = ?")
+        params.extend((query.priority, PRIORITY_RANK.get(query.priority, -1)))
     if query.due_before is not None:
         where.append("due_key < ?")
         params.append(query.due_before)
@@ -567,4 +587,8 @@ def _purge(db: sqlite3.Connection, tombstones_before: str, now_epoch: float) -> 
     dropped = db.execute("DELETE FROM tasks WHERE deleted = 1 AND deleted_at < ?",
                          (tombstones_before,)).rowcount
     db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (now_epoch,))
+    # Keep the planner's statistics current as the tables grow (re-analyses only tables
+    # that changed a lot since the last time; sampled, see ANALYSIS_LIMIT).
+    db.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+    db.execute("PRAGMA optimize")
     return int(dropped)

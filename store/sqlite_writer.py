@@ -27,6 +27,13 @@ Work = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]
 _STOP = object()
 
 
+def _fail(future: Future[Any], error: BaseException) -> None:
+    if future.done():
+        return
+    if future.running() or future.set_running_or_notify_cancel():
+        future.set_exception(error)
+
+
 def as_store_error(exc: sqlite3.Error) -> ApiError:
     if isinstance(exc, sqlite3.OperationalError):
         # Locked, read-only, disk full, I/O error: the engine cannot serve now.
@@ -74,15 +81,23 @@ class GroupCommitWriter:
                 except queue.Empty:
                     break
             if batch:
-                self._commit(db, batch)
+                try:
+                    self._commit(db, batch)
+                except Exception as exc:  # the writer thread must outlive any one batch
+                    log.exception("sqlite writer: a batch failed unexpectedly")
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    for _, _, future in batch:
+                        _fail(future, unavailable(f"the store failed ({exc})"))
 
     def _commit(self, db: sqlite3.Connection, batch: list[Work]) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # busy past the timeout, read-only, I/O error
             for _, _, future in batch:
-                future.set_exception(as_store_error(exc))
+                if future.set_running_or_notify_cancel():  # a caller may have given up
+                    future.set_exception(as_store_error(exc))
             return
         for fn, args, future in batch:
             if not future.set_running_or_notify_cancel():

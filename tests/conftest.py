@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
@@ -74,6 +75,9 @@ class OpenAPIChecker:
             if content is None:
                 assert body in (None, b"", ""), f"{status} should have no body"
                 return
+            if "text/plain" in content:
+                assert content_type == "text/plain" and isinstance(body, str | bytes)
+                return
             assert content_type == "application/json", content_type
             schema = content["application/json"]["schema"]
         validator = jsonschema.Draft202012Validator(
@@ -133,7 +137,9 @@ class Api:
                                              headers=headers, params=params)
         raw = await response.read()
         body: Any = None
-        if raw:
+        if raw and response.content_type == "text/plain":  # /metrics, checked below
+            body = raw.decode()
+        elif raw:
             assert response.content_type == "application/json", (response.content_type, raw)
             body = await response.json()
         self.checker.check(method, response.url.path, response.status, body,
@@ -193,3 +199,10 @@ async def closing() -> AsyncIterator[list[Any]]:
 async def user_api(api: Api) -> Api:
     """An Api logged in as a fresh user."""
     return await api.as_new_user()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for tests that talk to real server processes."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session

@@ -6,17 +6,22 @@ import asyncio
 import base64
 import os
 import socket
+import statistics
 import struct
+import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from test_instances import register
 
 from realtime import keys
 from realtime.app import create_app
 from realtime.delivery import Outgoing, ws_frame
 
-from conftest import Api, make_config
+from conftest import TEST_SECRET, Api, make_config
+from processes import Instance
 from socket_clients import Tab
 from waiting import eventually
 
@@ -120,7 +125,114 @@ async def test_a_socket_that_stops_reading_is_dropped_and_others_go_on(
         assert healthy.replica.violations == []
 
         await eventually(lambda: len(gateway.sessions) == 1, 10, "the slow socket's session ending")
+        metrics = (await api.get("/metrics")).body
+        assert "taskmaster_sockets_dropped_slow_total 1.0" in metrics.splitlines()
         assert (await user.post("/api/tasks", json={"title": "after"})).status == 201
         await healthy.wait_event("task:created", where=lambda e: e["task"]["title"] == "after")
     finally:
         silent.close()
+
+
+async def test_silent_clients_leave_memory_bounded_and_others_latency_within_2x(
+        tmp_path: Any, http: Any, closing: list[Any]) -> None:
+    """Issue 7: clients that stop reading while writes flow to their scope. Measured on
+    a real process (its RSS), against a no-fault run of the same writes."""
+    env = {"JWT_SECRET": TEST_SECRET,
+           "TASKMASTER_SOCKETS_MAX_PENDING_BYTES": str(BOUND)}
+    server = Instance(tmp_path, env, name="slow-clients").start()
+    try:
+        rest, _ = await register(http, server)
+        healthy = await Tab(server.url, rest.token).connect()
+        closing.append(healthy)
+        description = "x" * 9000
+
+        async def timed_writes(label: str, count: int) -> list[float]:
+            took = []
+            for n in range(count):
+                title = f"{label}{n}"
+                started = time.perf_counter()
+                status, _ = await rest.call(server, "POST", "/api/tasks",
+                                            {"title": title, "description": description})
+                assert status == 201
+                await healthy.wait_event("task:created",
+                                         where=lambda e, t=title: e["task"]["title"] == t)
+                took.append(time.perf_counter() - started)
+            return sorted(took)
+
+        await timed_writes("warm", 50)
+        rss_at_start = rss_of(server)
+        baseline = await timed_writes("calm", 400)
+        calm_growth = rss_of(server) - rss_at_start  # caches, the store, allocator
+        loop = asyncio.get_running_loop()
+        silent = [await loop.run_in_executor(None, SilentClient, server.url, rest.token)
+                  for _ in range(SILENT)]
+        rss_before = rss_of(server)
+        held: list[float] = []
+        try:
+            faulty = []
+            for burst in range(8):  # 3.6 MB for each silent client in all
+                faulty += await timed_writes(f"storm{burst}-", 50)
+                held.append(await scraped(http, server, "taskmaster_socket_pending_bytes"))
+        finally:
+            for client in silent:
+                client.close()
+        faulty.sort()
+        storm_growth = rss_of(server) - rss_before
+
+        # What the process holds for them: at most the bound each (plus one event),
+        # then nothing once they are dropped; unbounded it would reach ~3.5 MB each.
+        assert max(held) <= SILENT * (BOUND + 10_000), held
+        extra = storm_growth - calm_growth
+        assert extra < 8 << 20, f"RSS grew {extra / 2**20:.1f} MB more than without them"
+        metrics = await (await http.get(server.url + "/metrics")).text()
+        assert f"taskmaster_sockets_dropped_slow_total {SILENT}.0" in metrics.splitlines()
+        median = statistics.median
+        assert median(faulty) <= 2 * median(baseline) + 0.005, (median(faulty),
+                                                                median(baseline))
+        p90 = int(len(baseline) * 0.9)
+        assert faulty[int(len(faulty) * 0.9)] <= 2 * baseline[p90] + 0.010
+        assert healthy.replica.violations == []
+    finally:
+        server.stop()
+
+
+SILENT = 6
+BOUND = 262144
+
+
+async def scraped(http: Any, server: Instance, name: str) -> float:
+    async with http.get(server.url + "/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def rss_of(instance: Instance) -> int:
+    assert instance.proc is not None
+    for line in Path(f"/proc/{instance.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_half_open_connection_is_found_by_heartbeats_and_freed(
+        tmp_path: Any, aiohttp_client: Any, openapi_checker: Any) -> None:
+    """A peer that vanished without a FIN (or a client frozen mid-connection): it never
+    answers a ping, so the server closes it after ping_interval + ping_timeout."""
+    config = make_config(tmp_path, **{"sockets.ping_interval": "1s",
+                                      "sockets.ping_timeout": "1s"})
+    api = Api(await aiohttp_client(create_app(config)), openapi_checker)
+    user = await api.as_new_user()
+    url = str(api.client.make_url("/"))
+    frozen = await asyncio.get_running_loop().run_in_executor(None, SilentClient, url,
+                                                              user.token)
+    gateway = api.app[keys.SOCKETS]
+    try:
+        assert len(gateway.sessions) == 1
+        started = time.monotonic()
+        await eventually(lambda: not gateway.sessions, 10, "the frozen socket freed")
+        assert time.monotonic() - started >= 1.0  # by the heartbeat, not at once
+        assert not api.app[keys.SOCKETS].delivery._transports  # its transport released
+    finally:
+        frozen.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from conftest import TEST_SECRET
 from mongo_server import mongodb_uri, mongodb_url  # noqa: F401  (fixtures)
 from processes import Instance
-from redis_server import shared_redis_url
+from redis_server import RedisProcess, shared_redis_url
 from socket_clients import Tab
 
 
@@ -41,12 +41,6 @@ def trio(tmp_path: Path, store_url: str) -> Iterator[list[Instance]]:
     finally:
         for instance in instances:
             instance.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 class Rest:
@@ -176,4 +170,72 @@ async def test_killing_an_instance_loses_no_acknowledged_write(
     for task_id, version in acknowledged.items():  # durable: every ack is in the store
         assert task_id in truth and truth[task_id]["version"] >= version
     for tab in (watchers["a"], watchers["c"], again):
+        await converged(tab, rest, a, scope)
+
+
+@pytest.fixture
+def trio_on_private_redis(tmp_path: Path) -> Iterator[tuple[list[Instance], RedisProcess]]:
+    redis = RedisProcess()
+    redis.start()
+    env = {"TASKMASTER_STORE_URL": f"sqlite:///{tmp_path}/shared.db",
+           "REDIS_URL": redis.url + "?prefix=restart", "JWT_SECRET": TEST_SECRET}
+    instances = [Instance(tmp_path, env, name=name) for name in ("a", "b", "c")]
+    try:
+        for instance in instances:
+            instance.start(wait=False)
+        for instance in instances:
+            instance.wait_until("/api/ready", 200)
+        yield instances, redis
+    finally:
+        for instance in instances:
+            instance.stop()
+        redis.stop()
+
+
+async def test_redis_restarted_mid_traffic_loses_nothing_on_three_instances(
+        trio_on_private_redis: tuple[list[Instance], RedisProcess],
+        http: aiohttp.ClientSession, closing: list[Any]) -> None:
+    trio, redis = trio_on_private_redis
+    a = trio[0]
+    rest, scope = await register(http, a)
+    rng = random.Random(11)
+    watchers = [await Tab(inst.url, rest.token, cursors={scope: 0}).connect()
+                for inst in trio]
+    closing.extend(watchers)
+    acknowledged: dict[str, int] = {}
+    midway, restarted = asyncio.Event(), asyncio.Event()
+
+    async def write(n: int) -> None:
+        for i in range(25):
+            if i == 12:
+                await asyncio.wait_for(restarted.wait(), 60)  # half before, half after
+            status, body = await rest.call(rng.choice(trio), "POST", "/api/tasks",
+                                           {"title": f"w{n}-{i}"})
+            assert status == 201, body  # the store is up: writes never depend on Redis
+            acknowledged[body["task"]["id"]] = body["task"]["version"]
+            if len(acknowledged) >= 30:
+                midway.set()
+
+    async def restart_redis() -> None:
+        await asyncio.wait_for(midway.wait(), 60)
+        redis.stop()
+        loop = asyncio.get_running_loop()
+        for instance in trio:  # every instance notices and says so
+            await loop.run_in_executor(None, instance.wait_until, "/api/ready", 503)
+        for n in range(5):  # writes made while no instance hears any other
+            status, body = await rest.call(trio[n % 3], "POST", "/api/tasks",
+                                           {"title": f"outage {n}"})
+            assert status == 201
+            acknowledged[body["task"]["id"]] = body["task"]["version"]
+        redis.start()
+        for instance in trio:  # all resubscribe by themselves
+            await loop.run_in_executor(None, instance.wait_until, "/api/ready", 200)
+        restarted.set()
+
+    await asyncio.gather(*(write(n) for n in range(6)), restart_redis())
+    for instance in trio:
+        assert instance.proc is not None and instance.proc.poll() is None, instance.output()
+    truth = await state_of(rest, a, scope)
+    assert len(truth) == len(acknowledged) == 6 * 25 + 5
+    for tab in watchers:
         await converged(tab, rest, a, scope)

@@ -31,14 +31,14 @@ async def test_health(api: Api) -> None:
 async def test_ready(api: Api) -> None:
     reply = await api.get("/api/ready", token=None)
     assert reply.status == 200
-    assert reply.body == {"ready": True, "store": "up", "broker": "up"}
+    assert reply.body == {"ready": True, "store": "up", "broker": "up", "draining": False}
 
 
 async def test_not_ready_and_unavailable_when_the_store_is_gone(user_api: Api) -> None:
     await user_api.app[keys.STORE].close()
     ready = await user_api.get("/api/ready", token=None)
     assert ready.status == 503
-    assert ready.body == {"ready": False, "store": "down", "broker": "up"}
+    assert ready.body == {"ready": False, "store": "down", "broker": "up", "draining": False}
     health = await user_api.get("/api/health", token=None)
     assert health.status == 200  # alive, and says what is wrong
     assert health.body["store"] == "down"
@@ -51,7 +51,7 @@ async def test_not_ready_when_the_broker_is_down(api: Api) -> None:
     api.app[keys.BROKER].healthy = False
     reply = await api.get("/api/ready", token=None)
     assert reply.status == 503
-    assert reply.body == {"ready": False, "store": "up", "broker": "down"}
+    assert reply.body == {"ready": False, "store": "up", "broker": "down", "draining": False}
 
 
 async def test_openapi_document_is_3_1(api: Api) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from realtime import keys
 
 from conftest import TEST_SECRET, Api, make_config
 from socket_clients import Tab
+from waiting import eventually
 
 OpenTab = Callable[..., Any]
 
@@ -384,6 +386,62 @@ async def test_events_lost_by_the_broker_are_repaired_from_the_store(user_api: A
     assert tab.replica.violations == []
     assert tab.replica.tasks == await server_state(user_api, scope)
     assert any(event == "sync" for event, _ in tab.events)
+
+
+async def test_a_write_that_timed_out_but_committed_still_reaches_the_sockets(
+        user_api: Api, tabs: OpenTab) -> None:
+    """A SQLite batch that is already running cannot be called back: the caller gives up
+    (503), the write commits anyway. Its event was never published; the task service's
+    `scope:head` notice makes the sockets read it from the store."""
+    url, scope = url_of(user_api), scope_of(user_api)
+    tab = await tabs(url, user_api.token)
+    store = user_api.app[keys.STORE]
+    store.timeout = 0.5
+    writer = store._writer  # the test orders the writer's batches
+    busy, gate = threading.Event(), threading.Event()
+
+    def hold(db: Any) -> None:
+        busy.set()
+        gate.wait(10)
+
+    writer.submit(hold, ())
+    try:
+        await eventually(busy.is_set, 5, "the writer is held")
+        attempt = asyncio.ensure_future(
+            user_api.post("/api/tasks", json={"title": "ambiguous"}))
+        await eventually(lambda: writer._queue.qsize() >= 1, 5, "the create is queued")
+        # Runs in the same batch as the create, after it: the create is running when
+        # its caller's 0.5 s run out, so it cannot be cancelled, and it commits at ~1 s.
+        writer.submit(lambda db: time.sleep(1.0), ())
+    finally:
+        gate.set()
+    reply = await attempt
+    assert reply.status == 503 and reply.body["error"]["code"] == "unavailable"
+    await tab.wait_for(lambda _: any(
+        t["title"] == "ambiguous" for t in tab.replica.tasks.values()), timeout=10)
+    assert tab.replica.violations == []
+    assert tab.replica.tasks == await server_state(user_api, scope)
+    assert user_api.app[keys.TASKS].reconciliations >= 1
+
+
+async def test_a_retried_create_tells_sockets_about_a_task_they_never_heard_of(
+        user_api: Api, tabs: OpenTab) -> None:
+    """The first attempt committed but its event was lost (the broker never got it):
+    the retry finds the task, answers 200, and the sockets still learn of it."""
+    url, scope = url_of(user_api), scope_of(user_api)
+    tab = await tabs(url, user_api.token)
+    broker = user_api.app[keys.BROKER]
+    real_publish = broker.publish
+    broker.publish = lambda event: None  # type: ignore[method-assign]
+    first = await user_api.post("/api/tasks", json={"id": "retried-1", "title": "once"})
+    broker.publish = real_publish  # type: ignore[method-assign]
+    assert first.status == 201
+    retry = await user_api.post("/api/tasks", json={"id": "retried-1", "title": "once"})
+    assert retry.status == 200
+
+    await tab.wait_for(lambda _: "retried-1" in tab.replica.tasks)
+    assert tab.replica.tasks == await server_state(user_api, scope)
+    assert tab.replica.violations == []
 
 
 async def test_completeness_under_concurrent_writers_and_reconnects(

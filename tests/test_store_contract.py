@@ -286,6 +286,17 @@ async def test_head_is_the_latest_seq(store: Store) -> None:
     assert await store.head("user:u1") == 2 and await store.head("user:u2") == 1
 
 
+async def test_settled_head_comes_after_the_writes_already_under_way(store: Store) -> None:
+    """Writes in flight when settled_head is asked for are counted, not raced."""
+    one = getattr(store, "instances", [store])[0]  # one store object (one instance)
+    assert await one.settled_head("user:u1") == 0
+    writes = [asyncio.ensure_future(make(one, f"t{n}")) for n in range(8)]
+    await asyncio.sleep(0)  # every write has been handed to the store
+    head = await one.settled_head("user:u1")
+    await asyncio.gather(*writes)
+    assert head == 8 == await one.head("user:u1")
+
+
 async def test_sync_of_an_unknown_scope_is_empty(store: Store) -> None:
     answer = await store.sync("user:nobody", 0, 10)
     assert answer.to_dict() == {"scope": "user:nobody", "seq": 0, "changes": [],

@@ -7,6 +7,7 @@
 
 const CLIENT_URL = "/vendor/socket.io.esm.min.js";
 const TASK_EVENTS = ["task:created", "task:updated", "task:deleted"];
+const SIGNED_OUT = new Set(["token_expired", "token_revoked"]); // session:ended reasons
 const RETRY_REFUSED_MS = 2000; // a refused connect (e.g. store unavailable) is not retried by the client
 
 export async function loadClient() {
@@ -69,11 +70,13 @@ export class Live {
         `Your session ends in ${notice.seconds_left} s: log out and in again to stay live.`);
     });
     socket.on("session:ended", (notice) => {
-      if (notice.reason === "server_shutdown") {
-        // The instance is going away: come back (to it or another) with the cursor.
-        this.retryLater();
-      } else {
+      if (SIGNED_OUT.has(notice?.reason)) {
         this.handlers.onSessionEnd(notice.message || "your session ended");
+      } else if (!notice?.reconnect) {
+        // server_shutdown: a Socket.IO disconnect, which the client does not retry; come
+        // back (to this instance or another) with the cursor. server_draining says
+        // reconnect: true and closes the transport, which socket.io-client retries itself.
+        this.retryLater();
       }
     });
     window.addEventListener("offline", this.wentOffline);
