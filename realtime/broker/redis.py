@@ -97,7 +97,9 @@ class RedisBroker:
     async def start(self) -> None:
         self._client = aioredis.from_url(
             self._url, socket_connect_timeout=2, socket_timeout=5,
-            retry=Retry(NoBackoff(), 0), max_connections=4)
+            retry=Retry(NoBackoff(), 0), max_connections=4,
+            # CLIENT LIST tells whose connections these are (the prefix, this instance).
+            client_name=f"taskmaster:{self.prefix}:{self.instance}")
         self._tasks = [asyncio.create_task(self._publish_forever(), name="redis-publish"),
                        asyncio.create_task(self._listen_forever(), name="redis-listen")]
 

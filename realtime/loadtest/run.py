@@ -245,6 +245,7 @@ class LoadTest:
         o = self.o
         n_users, n_urls = len(self.users), len(self.urls)
         ws_urls = [ws_url_of(url) for url in self.urls]
+        self.tracker.ws_urls = ws_urls
         for i in range(o.sockets):
             user = self.users[i % n_users]
             # the k-th socket of each user goes to URL k (mod), shifted per user, so that
@@ -433,10 +434,18 @@ class LoadTest:
         gate = asyncio.Semaphore(max(1, o.register_concurrency))
 
         async def final_of(user: User) -> None:
+            # From the user's instance, or the next one if it is gone (a failover run).
+            n = len(self.urls)
             async with gate:
-                self.final[user.index] = await fetch_state(
-                    http, self.urls[user.index % len(self.urls)], user.token, user.scope,
-                    o.write_timeout)
+                for attempt in range(n):
+                    url = self.urls[(user.index + attempt) % n]
+                    try:
+                        self.final[user.index] = await fetch_state(
+                            http, url, user.token, user.scope, o.write_timeout)
+                        return
+                    except (OSError, aiohttp.ClientConnectionError):
+                        if attempt == n - 1:
+                            raise
 
         try:
             await asyncio.gather(*(final_of(user) for user in self.users))

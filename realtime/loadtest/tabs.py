@@ -41,6 +41,7 @@ class Tracker:
         self.ended: Counter[str] = Counter()  # session:ended reasons
         self.running = True  # sockets reconnect while this is set
         self.ws_session: aiohttp.ClientSession | None = None  # for reconnects
+        self.ws_urls: list[str] = []  # every instance's, for failing over on reconnect
         self.connect_timeout = 30.0
 
     def record_latency(self, sent: float, now: float) -> None:
@@ -171,7 +172,9 @@ class LoadSocket(SioClient):
 
     async def _reconnect(self) -> None:
         """Connect again with the cursors reached so far (the server sends what was
-        missed first); up to `reconnects_left` tries, backing off, while the run lasts."""
+        missed first); up to `reconnects_left` tries, backing off, while the run lasts.
+        A try that fails moves on to the next instance, as a balancer would send a
+        client of a dead instance elsewhere."""
         tracker = self.tracker
         try:
             for attempt in range(self.reconnects_left):  # bounded by the tries left
@@ -184,5 +187,8 @@ class LoadSocket(SioClient):
                 if await self.connect(session, self.ws_url, tracker.connect_timeout,
                                       self.auth()):
                     return
+                if len(tracker.ws_urls) > 1:
+                    self.url_index = (self.url_index + 1) % len(tracker.ws_urls)
+                    self.ws_url = tracker.ws_urls[self.url_index]
         finally:
             self.reconnecting = None

@@ -1,0 +1,84 @@
+"""A reconnect storm (issue 7): an instance dies under load and all its sockets come back
+at once on the survivor, with their cursors. Driven by `taskmaster loadtest`, which
+checks every delivery (exactly once, in order, final state equal to the server's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from conftest import TEST_SECRET
+from processes import Instance, clean_environment
+from redis_server import shared_redis_url
+
+SOCKETS, USERS = 1000, 100
+
+
+async def gauge(http: aiohttp.ClientSession, instance: Instance, name: str) -> float:
+    async with http.get(instance.url + "/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_the_survivor_absorbs_every_socket_of_a_killed_instance(
+        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    env = {"TASKMASTER_STORE_URL": f"sqlite:///{tmp_path}/shared.db",
+           "REDIS_URL": shared_redis_url(), "JWT_SECRET": TEST_SECRET}
+    a, b = Instance(tmp_path, env, name="a"), Instance(tmp_path, env, name="b")
+    report = tmp_path / "storm.json"
+    try:
+        a.start(wait=False)
+        b.start()
+        a.wait_until("/api/ready", 200)
+        loadtest = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "taskmaster"), "loadtest",
+            "--url", a.url, b.url, "--register", "--sockets", str(SOCKETS),
+            "--users", str(USERS), "--rate", "100", "--duration", "14", "--via", "socket",
+            "--reconnects", "8", "--json", str(report), "--quiet",
+            env=clean_environment(), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+
+        async def connected(instance: Instance) -> float:
+            return await gauge(http, instance, "taskmaster_sockets_connected")
+
+        async def wait_for(check: Any, timeout: float, what: str) -> None:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not await check():
+                assert asyncio.get_running_loop().time() < deadline, what
+                assert loadtest.returncode is None, "the load test ended early"
+                await asyncio.sleep(0.2)
+
+        async def half_on_b() -> bool:
+            return await connected(b) >= SOCKETS / 2
+
+        await wait_for(half_on_b, 90, "b holding half the sockets")
+        await asyncio.sleep(3)  # writes flowing to both (bounded: a few seconds)
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+
+        async def all_on_a() -> bool:
+            # The survivor keeps answering while it takes them all.
+            async with http.get(a.url + "/api/health",
+                                timeout=aiohttp.ClientTimeout(total=5)) as response:
+                assert response.status == 200
+            return await connected(a) >= SOCKETS
+
+        await wait_for(all_on_a, 60, "every socket reconnected to a")
+        output, _ = await asyncio.wait_for(loadtest.communicate(), 120)
+        result = json.loads(report.read_text())
+        assert loadtest.returncode == 0, output.decode()[-3000:]
+        assert result["correctness"]["ok"], result["correctness"]
+        assert result["reconnects"] >= SOCKETS / 2
+        assert result["correctness"]["failures"]["lost_connection"] == 0
+    finally:
+        a.stop()
+        b.stop()
