@@ -7,7 +7,9 @@ tab taken offline catches up through its cursor and `sync` pages when it comes b
 a reload; a change made through REST on the other instance appears within a second; a
 conflicting write is shown, not overwritten; task text is text; the page runs under its
 Content-Security-Policy with no violation; without the Socket.IO client installed the page
-says so and still works. Screenshots go to test-artifacts/dashboard/.
+says so and still works; logging out in one tab signs out the others. Screenshots go to
+test-artifacts/dashboard/. Every tab is its own browser context (a second tab of one profile
+starts from the first one's storage): see Browsing.second_tab for why.
 """
 
 from __future__ import annotations
