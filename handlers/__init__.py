@@ -6,7 +6,7 @@ from aiohttp import web
 
 from realtime import keys
 
-from . import auth, bench, system, tasks
+from . import auth, bench, dashboard, system, tasks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -27,3 +27,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", system.metrics)
     if app[keys.CONFIG].bench_endpoints:  # benchmark-only routes; never in production
         bench.setup(app)
+    if app[keys.CONFIG].dashboard:  # last: its routes are the most general ones
+        dashboard.setup(app)

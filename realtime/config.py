@@ -174,6 +174,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("auth.password_parallelism", "password_parallelism", _int_in(1, 16), 1),
     _s("auth.password_min_length", "password_min_length", _int_in(8, 128), 8),
     _s("http.frontend_url", "frontend_url", _origins, "http://localhost:3000", "FRONTEND_URL"),
+    # The browser dashboard at / (handlers/dashboard.py); dashboard_dir "" = the web/ folder
+    # of the source tree.
+    _s("http.dashboard", "dashboard", _bool, True),
+    _s("http.dashboard_dir", "dashboard_dir", _text, ""),
     _s("rate_limit.window_ms", "rate_limit_window_ms", _int_in(1, 86_400_000), 900_000,
        "RATE_LIMIT_WINDOW_MS"),
     _s("rate_limit.max_requests", "rate_limit_max_requests", _int_in(1, 10_000_000), 1000,
@@ -223,6 +227,8 @@ class Config:
     password_parallelism: int
     password_min_length: int
     frontend_url: str
+    dashboard: bool
+    dashboard_dir: str
     rate_limit_window_ms: int
     rate_limit_max_requests: int
     list_limit_default: int

@@ -555,6 +555,22 @@ def _cursors(raw: Any, readable: tuple[str, ...]) -> dict[str, int]:
     return cursors
 
 
-def _origins(frontend_url: str) -> list[str] | str:
-    origins = [o.strip().rstrip("/") for o in frontend_url.split(",") if o.strip()]
-    return "*" if "*" in origins else origins
+def _origins(frontend_url: str) -> Callable[[str, dict[str, Any]], bool] | str:
+    """The browser origins allowed to open a socket: FRONTEND_URL's, and always the
+    server's own, whose page (the dashboard at /) is served from it. A page of any other
+    origin is refused (a browser always sends Origin on a websocket handshake)."""
+    origins = {o.strip().rstrip("/") for o in frontend_url.split(",") if o.strip()}
+    if "*" in origins:
+        return "*"
+
+    def allowed(origin: str, environ: dict[str, Any]) -> bool:
+        if origin in origins:
+            return True
+        # python-engineio's environ: Host (or a proxy's X-Forwarded-Host) and the scheme
+        # it took from X-Forwarded-Proto; a cross-origin page can set neither.
+        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST") or ""
+        scheme = str(environ.get("wsgi.url_scheme", "http"))
+        own = f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}"
+        return bool(host) and origin == own
+
+    return allowed
