@@ -566,7 +566,7 @@ async def test_connection_churn_leaves_nothing_behind(rig: Rig,
     """Many short connections (a reconnect storm, or a client cycling sockets on purpose):
     every per-connection structure returns to its baseline, the token-deadline heap
     included (it drops entries lazily, so it must be compacted as sockets go)."""
-    monkeypatch.setattr("realtime.sockets.DEADLINE_SLACK", 20)
+    monkeypatch.setattr("realtime.sockets.DEADLINE_SLACK", 20, raising=False)
     baseline = rig.footprint()
     for _ in range(60):
         tab = await Tab(rig.url, rig.fuzzer.token or "").connect()
