@@ -337,6 +337,8 @@ def socket_matrix() -> list[SocketAttack]:
          lambda t: {"scope": t.a_scope, "since": 1, "limit": 1}, {"forbidden"}),
         ("sync", "sync a board named after A",
          lambda t: {"scope": f"board:{t.a_id}", "since": 0}, {"forbidden"}),
+        ("unreadable:payload", "the unreadable-JSON event, naming A's scope",
+         lambda t: {"scope": t.a_scope}, {"invalid"}),
         ("*", "join A's room", lambda t: {"room": t.a_scope}, {"invalid"}),
         ("*", "subscribe to A's scope", lambda t: {"scope": t.a_scope}, {"invalid"}),
     ]
