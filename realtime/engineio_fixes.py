@@ -13,6 +13,10 @@ Found against python-engineio 4.x here (see the project guide):
 - A client's CLOSE packet closes the session without waking a pending long-poll
   GET, which then hangs for ping_interval + ping_timeout holding the session's
   resources. We wake it as soon as the session is closed.
+- A POST to a session that is closed but not yet dropped answered 500 (a KeyError out
+  of engine.io). We drop the closed session first, so it gets engine.io's 400.
+- Packets after a CLOSE in the same long-polling payload were still handled: `1<RS>40`
+  left a half-connected socket in python-socketio's rooms for good. They are dropped.
 
 The patch replaces entries of this server's copy of the driver table only; the
 module-level table that other servers share is left untouched.
@@ -104,3 +108,39 @@ def apply(eio_server: Any) -> None:
                 socket.queue.put_nowait(None)  # ends a waiting poll() at once
 
     eio_server.handlers["disconnect"] = disconnect_and_release
+    _drop_closed_sessions_first(eio_server)
+    _ignore_messages_after_close(eio_server)
+
+
+def _ignore_messages_after_close(eio_server: Any) -> None:
+    """A long-polling payload is handled packet by packet even after one of them closed
+    the session: with `1<RS>40` python-socketio registered a new connection for a session
+    already gone (its environ deleted), failed on a KeyError and kept the half-connected
+    socket in its rooms forever. Messages of a closed or closing session are dropped."""
+    on_message = eio_server.handlers["message"]
+
+    async def message_of_an_open_session(sid: str, *args: Any) -> Any:
+        socket = eio_server.sockets.get(sid)
+        if socket is None or socket.closed or socket.closing:
+            return None
+        return await on_message(sid, *args)
+
+    eio_server.handlers["message"] = message_of_an_open_session
+
+
+def _drop_closed_sessions_first(eio_server: Any) -> None:
+    """engine.io's POST branch looks a session up with `_get_socket`, which raises KeyError
+    for a session that is closed but not yet dropped (after a client's CLOSE packet, say):
+    the request failed with a 500. We drop such a session before engine.io looks, as
+    `_get_socket` itself would, so it answers 400 "Invalid session" like for any unknown
+    one. (Installed before `attach`, which routes requests to `handle_request`.)"""
+    handle_request = eio_server.handle_request
+
+    async def handle_request_of_live_sessions(request: web.Request) -> Any:
+        sid = request.query.get("sid")
+        socket = eio_server.sockets.get(sid) if sid else None
+        if socket is not None and socket.closed:
+            del eio_server.sockets[sid]
+        return await handle_request(request)
+
+    eio_server.handle_request = handle_request_of_live_sessions

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import logging
 import random
 import time
@@ -45,12 +46,16 @@ from .tasks import TaskService
 log = logging.getLogger(__name__)
 NAMESPACE = "/"
 TASK_EVENTS = ("task:created", "task:updated", "task:deleted")
+CLIENT_EVENTS = ("task:create", "task:update", "task:delete", "sync")
+UNREADABLE_EVENT = "unreadable:payload"  # what a packet with JSON orjson refuses becomes
 REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Events of one scope published by two instances can cross in Redis; wait this long for
 # the missing one before reading the store.
 GAP_GRACE = 0.05
 DEADLINE_TICK = 0.5  # how often token deadlines are checked (seconds)
 RELAY_QUEUE_MAX = 100_000  # events waiting for fan-out on this instance
+DEADLINES_PER_SOCKET = 2  # "expiring" and "expired"
+DEADLINE_SLACK = 256  # gone sockets' deadlines tolerated before the heap is compacted
 
 
 class _OrjsonCodec:
@@ -62,7 +67,21 @@ class _OrjsonCodec:
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as refused:
+            # JSON that orjson refuses but the grammar allows: a lone surrogate escape (what
+            # JSON.stringify makes of an emoji cut in half), NaN/Infinity, nesting past 1024.
+            # Raising would drop the packet and leave the client waiting for its ack, so the
+            # event becomes UNREADABLE_EVENT, whose handler acks `invalid` (REST answers the
+            # same bytes with a 400). Text that is not JSON at all still raises.
+            try:
+                json.loads(text)
+            except RecursionError:
+                pass
+            except ValueError:
+                raise refused from None
+            return [UNREADABLE_EVENT, str(refused)[:200]]
 
 
 class JsonPacket(sio_packet.Packet):
@@ -133,6 +152,7 @@ class SocketGateway:
         on("task:update", self._acked(self._update))
         on("task:delete", self._acked(self._delete))
         on("sync", self._acked(self._sync))
+        on(UNREADABLE_EVENT, self._unreadable)
         on("*", self._unknown_event)
 
     # -- lifetime ------------------------------------------------------------------
@@ -190,7 +210,10 @@ class SocketGateway:
 
     # -- connect and disconnect ----------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+    async def _on_connect(self, sid: str, *args: Any) -> dict[str, Any] | None:
+        if self.sio.manager.is_connected(sid, NAMESPACE):
+            return _reserved_event("connect")
+        auth = args[1] if len(args) > 1 else None
         try:
             if self.draining:
                 raise ApiError("unavailable",
@@ -239,13 +262,16 @@ class SocketGateway:
                 self._spawn(session, self._repair(session, feed))
             else:
                 self._spawn(session, self._flush_or_repair(session, feed))
+        return None
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _on_disconnect(self, sid: str, *_: Any) -> dict[str, Any] | None:
+        if self.sio.manager.is_connected(sid, NAMESPACE):
+            return _reserved_event("disconnect")
         session = self.sessions.pop(sid, None)
         if not self.sessions:
             self._emptied.set()
         if session is None:
-            return
+            return None
         sids = self._by_jti.get(session.identity.jti)
         if sids is not None:
             sids.discard(sid)
@@ -256,6 +282,16 @@ class SocketGateway:
         if self._broker is not None:
             for scope in session.feeds:
                 self._broker.unwatch(scope)
+        self._compact_deadlines()
+        return None
+
+    def _compact_deadlines(self) -> None:
+        """Drop the deadlines of gone sockets once they outnumber the live ones: entries are
+        otherwise dropped only when they fall due (a token's lifetime, 7 days by default),
+        and a stream of short connections would grow the heap all that time."""
+        if len(self._deadlines) > 2 * DEADLINES_PER_SOCKET * len(self.sessions) + DEADLINE_SLACK:
+            self._deadlines = [d for d in self._deadlines if d[3] in self.sessions]
+            heapq.heapify(self._deadlines)
 
     def _spawn(self, session: Session, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -485,7 +521,14 @@ class SocketGateway:
     async def _unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         return {"ok": False, "error": {
             "code": "invalid", "message": f"unknown event {str(event)[:64]!r}",
-            "details": {"events": ["task:create", "task:update", "task:delete", "sync"]}}}
+            "details": {"events": list(CLIENT_EVENTS)}}}
+
+    async def _unreadable(self, sid: str, *args: Any) -> dict[str, Any]:
+        reason = args[0] if args and isinstance(args[0], str) else "unreadable JSON"
+        return {"ok": False, "error": {
+            "code": "invalid", "message": "the event's JSON has a value this server does not "
+            "accept (a lone surrogate, NaN or Infinity, or nesting deeper than 1024)",
+            "details": {"reason": reason[:200]}}}
 
     async def _create(self, session: Session, payload: dict[str, Any]) -> dict[str, Any]:
         body = dict(payload)
@@ -527,6 +570,16 @@ class SocketGateway:
         answer = await tasks.sync(session.user_id, scope, since, limit)
         self.metrics.sync_changes.labels("socket_event").observe(len(answer.changes))
         return answer.to_dict()
+
+
+def _reserved_event(name: str) -> dict[str, Any]:
+    """The ack of a client *event* named like a connection handler. python-socketio looks
+    client events up in the same table as its own `connect`/`disconnect` calls, so without
+    this a client could re-run the connect handler on a live socket (another user's token
+    included) or tear down its session while staying connected."""
+    return {"ok": False, "error": {
+        "code": "invalid", "message": f"{name!r} is a reserved event name",
+        "details": {"events": list(CLIENT_EVENTS)}}}
 
 
 def _check_keys(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -21,6 +21,19 @@ from handlers.openapi import openapi_document
 from realtime.app import create_app
 from realtime.config import Config, load_config
 
+
+def _restore_hypothesis_reports() -> None:
+    """schemathesis (tests/test_security_schema.py) swaps hypothesis' example printer, process
+    wide, for one that prints nothing (a speed-up for huge schemas), which blanks the
+    falsifying example of every property test in the suite. Put hypothesis' own back."""
+    import schemathesis.generation.hypothesis.builder  # noqa: F401  (makes the swap first)
+    from hypothesis import core
+    from hypothesis.vendor import pretty
+
+    core.RepresentationPrinter = pretty.RepresentationPrinter
+
+
+_restore_hypothesis_reports()
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-secret-" + "x" * 40
 FAST_HASHING = {"auth.password_time_cost": 1, "auth.password_memory_kib": 1024}
