@@ -9,6 +9,7 @@ from store import Store
 from .auth import AuthService
 from .broker import Broker
 from .config import Config
+from .ratelimit import RateLimits
 from .sockets import SocketGateway
 from .tasks import TaskService
 
@@ -19,3 +20,4 @@ AUTH = web.AppKey("auth", AuthService)
 TASKS = web.AppKey("tasks", TaskService)
 SOCKETS = web.AppKey("sockets", SocketGateway)
 STARTED_AT = web.AppKey("started_at", float)
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
