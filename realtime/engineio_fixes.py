@@ -26,6 +26,10 @@ Found against python-engineio 4.x here (see the project guide):
   give the probe `ping_timeout`, and close a session's websocket with the session.
 - A connection that never sends the Socket.IO CONNECT stays open as long as it
   answers pings. `close_unconnected` closes it after a deadline.
+- `disconnect(sid)`, which engine.io calls when a long-poll request fails (a body too
+  large, short or invalid), waits for the session's queue to drain; with no GET
+  pending nothing drains it, so the failing POST never got its 400 and its task
+  stayed forever. We close without waiting (the queue is woken as above).
 
 The patch replaces entries of this server's copy of the driver table only; the
 module-level table that other servers share is left untouched.
@@ -248,6 +252,13 @@ def apply(eio_server: Any) -> None:
             return None
 
     eio_server.handlers["message"] = message_or_close
+
+    async def disconnect_without_waiting(sid: str | None = None) -> None:
+        for one in [sid] if sid is not None else list(eio_server.sockets):
+            await close_session(eio_server, one)
+            eio_server.sockets.pop(one, None)
+
+    eio_server.disconnect = disconnect_without_waiting
 
 
 async def close_session(eio_server: Any, sid: str) -> None:

@@ -41,10 +41,11 @@ from .config import Config, IPNetwork
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 30.0  # seconds between two sweeps of expired in-process entries
 MAX_KEYS = 1_000_000  # in-process entries kept at most (about 150 bytes each)
+TOLERANCE_MS = 0.001
 RETRY_REDIS_AFTER = 1.0  # seconds of local-only limiting after a Redis failure
 LOG_EVERY = 30.0
 REDIS_TIMEOUT = 0.5  # seconds; a limiter must never hold a request for long
-REDIS_POOL = 16  # connections; more concurrent checks wait for one (up to REDIS_TIMEOUT)
+REDIS_POOL = 2  # connections: the batch in flight, and a script load
 
 # KEYS: one bucket per rule; ARGV: (interval_ms, window_ms) per key. Returns 0 when the
 # request is allowed (and then spends it from every bucket), else the milliseconds until
@@ -61,11 +62,13 @@ for i, key in ipairs(KEYS) do
   if tat < now then tat = now end
   tats[i] = tat + interval
   local over = tats[i] - now - window
-  if over > wait then wait = over end
+  if over > 0.001 and over > wait then wait = over end
 end
 if wait > 0 then return math.ceil(wait) end
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now))
+  -- at least 1 ms: a tiny interval can vanish in the rounding of a 13-digit now
+  local ttl = math.max(1, math.ceil(tats[i] - now))
+  redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', ttl)
 end
 return 0
 """
@@ -88,9 +91,13 @@ Check = tuple[Rule, str]  # a rule and whose budget (an address, a user id)
 
 
 def gcra(tat: float, now: float, interval: float, window: float) -> tuple[float, float]:
-    """One GCRA step: (the TAT after this request, how long it must wait; <= 0: allowed)."""
+    """One GCRA step: (the TAT after this request, how long it must wait; <= 0: allowed).
+
+    Milliseconds. Float rounding (N * (W / N) need not be exactly W) is forgiven up to
+    TOLERANCE_MS, so the Nth request of a fresh budget is never refused by an ulp."""
     new_tat = max(tat, now) + interval
-    return new_tat, new_tat - now - window
+    over = new_tat - now - window
+    return new_tat, over if over > TOLERANCE_MS else 0.0
 
 
 class Limiter(Protocol):
@@ -160,7 +167,11 @@ class MemoryLimiter:
 
 
 class RedisLimiter:
-    """The TATs in Redis (`<prefix>:rl:<rule>:<who>`), shared by every instance."""
+    """The TATs in Redis (`<prefix>:rl:<rule>:<who>`), shared by every instance.
+
+    Checks that arrive while a round trip is in flight wait for the next one and go
+    together in one pipeline (each its own script call, atomic on its own): one
+    connection, one round trip per batch, however many requests arrive at once."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -170,24 +181,33 @@ class RedisLimiter:
         self._local = MemoryLimiter()
         self._client: Any = None
         self._script: Any = None
+        self._pending: list[tuple[list[str], list[float], asyncio.Future[float]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self._skip_until = 0.0
         self._last_log = -math.inf
         self.fallbacks = 0
+        self.round_trips = 0
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._url, max_connections=REDIS_POOL, timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 0))
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = aioredis.from_url(
+            self._url, max_connections=REDIS_POOL, socket_connect_timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(GCRA_LUA)
         await self._local.start()
+        self._flusher = asyncio.create_task(self._flush_forever(), name="ratelimit-redis")
 
     async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for _, _, future in self._pending:
+            future.cancel()
         await self._local.stop()
         if self._client is not None:
             await self._client.aclose()
@@ -196,8 +216,6 @@ class RedisLimiter:
         return f"{self.prefix}:rl:{rule.name}:{ident}"
 
     async def hit(self, checks: Sequence[Check]) -> float:
-        from redis.exceptions import RedisError
-
         if not checks:
             return 0.0
         if time.monotonic() < self._skip_until:
@@ -206,18 +224,65 @@ class RedisLimiter:
         args: list[float] = []
         for rule, _ in checks:
             args += [rule.interval_ms, rule.window_ms]
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, future))
+        self._wake.set()
         try:
-            wait_ms = await self._script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.fallbacks += 1
-            self._skip_until = time.monotonic() + RETRY_REDIS_AFTER
-            now = time.monotonic()
-            if now - self._last_log >= LOG_EVERY:
-                self._last_log = now
-                log.warning("rate limiter: Redis unavailable (%s); limiting per instance "
-                            "until it is back", type(exc).__name__)
+            return await future
+        except (OSError, TimeoutError, _RedisError) as exc:
+            self._failed(exc)
             return self._local.hit_now(checks)
-        return int(wait_ms) / 1000
+
+    def _failed(self, exc: BaseException) -> None:
+        self.fallbacks += 1
+        now = time.monotonic()
+        self._skip_until = now + RETRY_REDIS_AFTER
+        if now - self._last_log >= LOG_EVERY:
+            self._last_log = now
+            log.warning("rate limiter: Redis unavailable (%s: %s); limiting per instance "
+                        "until it is back", type(exc).__name__, str(exc)[:200])
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            batch = [item for item in batch if not item[2].done()]
+            if not batch:
+                continue
+            try:
+                results = await self._run(batch)
+            except Exception as exc:  # Redis down or timing out: every caller falls back
+                results = [exc] * len(batch)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(_RedisError(result))
+                else:
+                    future.set_result(int(result) / 1000)
+
+    async def _run(self, batch: list[tuple[list[str], list[float], Any]]) -> list[Any]:
+        from redis.exceptions import NoScriptError
+
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args, _ in batch:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            self.round_trips += 1
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._client.script_load(GCRA_LUA)  # a restarted or flushed Redis
+                continue
+            return results
+        raise AssertionError("unreachable")
+
+
+class _RedisError(Exception):
+    """Why a check could not be made in Redis (the caller falls back to local counts)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
 
 
 def limiter_from_url(url: str) -> Limiter:

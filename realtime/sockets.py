@@ -127,6 +127,7 @@ class SocketGateway:
         self._limits: RateLimits | None = None
         self._event_rule: Rule | None = None
         self._user_sockets: dict[str, int] = {}  # connected or connecting, per user
+        self._socket_total = 0  # the same, for the whole instance
         self._idle_task: asyncio.Task[None] | None = None
         self.delivered = 0
 
@@ -186,7 +187,7 @@ class SocketGateway:
                            f"too many connection attempts; retry in {seconds} s",
                            {"retry_after": seconds})
         cap = self.config.max_sockets_per_instance
-        if cap and sum(self._user_sockets.values()) >= cap:
+        if cap and self._socket_total >= cap:
             raise ApiError("unavailable",
                            f"this instance holds its maximum of {cap} sockets; retry later")
 
@@ -200,8 +201,10 @@ class SocketGateway:
                            f"this user already has its maximum of {cap} sockets; "
                            "close one first", {"max_sockets": cap})
         self._user_sockets[user_id] = count + 1
+        self._socket_total += 1
 
     def _release(self, user_id: str) -> None:
+        self._socket_total -= 1
         count = self._user_sockets.get(user_id, 0) - 1
         if count > 0:
             self._user_sockets[user_id] = count
@@ -593,12 +596,14 @@ def _cursors(raw: Any, readable: tuple[str, ...]) -> dict[str, int]:
     return cursors
 
 
-def _origin_check(origins: tuple[str, ...]) -> Callable[[str, dict[str, Any]], bool]:
+def _origin_check(origins: tuple[str, ...]) -> Callable[[str | None, dict[str, Any]], bool]:
     """python-engineio's origin test: FRONTEND_URL's origins and the server's own (its
     dashboard page). A refused origin gets a 400 before any Engine.IO session exists."""
     allowed = frozenset(origins)
 
-    def check(origin: str, environ: dict[str, Any]) -> bool:
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if not origin:  # engine.io also asks when there is no Origin (answer headers)
+            return False
         normalized = origin.lower()
         if "*" in allowed or normalized in allowed:
             return True
