@@ -447,3 +447,37 @@ async def test_http_client_sees_retry_after_on_a_raw_request(
         assert second.status == 429 and second.headers["Retry-After"].isdigit()
         assert "X-Request-Id" in second.headers
         assert (await second.json())["error"]["code"] == "rate_limited"
+
+
+async def test_an_idle_timeout_ends_sockets_that_send_nothing(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path,
+        closing: list[Any]) -> None:
+    api = await serve(aiohttp_client, openapi_checker, tmp_path,
+                      **{"sockets.idle_timeout": "2s", "sockets.ping_interval": "1s"})
+    user = await api.as_new_user()
+    scope = f"user:{user.user['id']}"  # type: ignore[attr-defined]
+    quiet = await Tab(url_of(api), user.token).connect()
+    busy = await Tab(url_of(api), user.token).connect()
+    closing.extend([quiet, busy])
+
+    async def keep_busy() -> None:
+        while True:
+            assert (await busy.call("sync", {"scope": scope, "since": 0}))["ok"]
+            await asyncio.sleep(0.5)
+
+    chatter = asyncio.create_task(keep_busy())
+    try:
+        ended = await quiet.wait_event("session:ended", timeout=8)
+        assert ended["reason"] == "idle"
+        await quiet.wait_event("disconnect", timeout=5)
+        assert busy.client.connected  # pings do not count as activity, events do
+    finally:
+        chatter.cancel()
+
+
+async def test_no_idle_timeout_by_default(aiohttp_client: Any,
+                                          openapi_checker: OpenAPIChecker,
+                                          tmp_path: Path) -> None:
+    api = await serve(aiohttp_client, openapi_checker, tmp_path)
+    assert api.app[keys.CONFIG].idle_timeout == 0
+    assert api.app[keys.SOCKETS]._idle_task is None
