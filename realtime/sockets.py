@@ -226,7 +226,7 @@ class SocketGateway:
             self._reserve(identity.user_id)
         except ApiError as exc:
             raise socketio.exceptions.ConnectionRefusedError(
-                exc.message, {"code": exc.code, **(exc.details or {})}) from None
+                exc.message, {"code": exc.code, **_extra(exc.details)}) from None
         try:
             await self._join(sid, identity, readable, cursors, store)
         except BaseException:
@@ -568,6 +568,11 @@ class SocketGateway:
         _, tasks, _ = self._services()
         answer = await tasks.sync(session.user_id, scope, since, limit)
         return answer.to_dict()
+
+
+def _extra(details: Any) -> dict[str, Any]:
+    """What a refusal adds beside its code (retry_after, max_sockets)."""
+    return details if isinstance(details, dict) else {}
 
 
 def _check_keys(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
