@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from .aio import stop_task
 from .config import Config, IPNetwork
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,7 @@ class RedisLimiter:
         self._flusher = asyncio.create_task(self._flush_forever(), name="ratelimit-redis")
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await stop_task(self._flusher)
         for _, _, future in self._pending:
             future.cancel()
         await self._local.stop()
