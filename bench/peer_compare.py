@@ -256,6 +256,14 @@ class Servers:
             "REDIS_URL": f"{redis_url}/0?prefix={self.prefix}",  # one per run, shared
             "JWT_SECRET": self.secret,
             "TASKMASTER_BENCH_ENDPOINTS": "true",
+            # Every limit on but far above the load (thousands of sockets from 127.0.0.1).
+            "RATE_LIMIT_MAX_REQUESTS": "1000000000",
+            "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
+            "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
+            "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
+            "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
+            "TASKMASTER_SOCKETS_MAX_PER_USER": "1000000",
+            "TASKMASTER_SOCKETS_MAX_PER_INSTANCE": "1000000",
             "TASKMASTER_SERVER_LOG_LEVEL": "WARNING",
             "TASKMASTER_SERVER_INSTANCE_ID": f"{self.tag}-{port}",
         })

@@ -34,8 +34,15 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {400: "invalid input", 401: "missing, invalid, expired or revoked token",
                403: "forbidden", 404: "not found", 405: "method not allowed",
                409: "conflict", 413: "body too large", 415: "not JSON",
+               429: "rate limited: retry after Retry-After seconds",
                503: "the store is unavailable"}
-    return {str(s): _body(_ref("Error"), meaning[s]) for s in statuses}
+    return {str(s): _body(_ref("Error"), meaning[s]) | (_RETRY_AFTER if s == 429 else {})
+            for s in statuses}
+
+
+_RETRY_AFTER = {"headers": {"Retry-After": {
+    "description": "seconds until the request would be allowed",
+    "schema": {"type": "integer", "minimum": 1}}}}
 
 
 def _param(name: str, schema: dict[str, Any], where: str = "query", required: bool = False,
@@ -52,7 +59,7 @@ _IF_MATCH = _param("If-Match", {"type": "string"}, "header",
 _MUTATION = _param("X-Mutation-Id", {"type": "string", "maxLength": 128}, "header",
                    description="comes back as `origin` in the event")
 _TASK_PATH = _param("task_id", _TASK_ID, "path", required=True)
-_COMMON = {**_errors(400, 401, 405, 503)}
+_COMMON = {**_errors(400, 401, 405, 429, 503)}
 
 
 def _schemas() -> dict[str, Any]:
@@ -200,11 +207,11 @@ def _paths() -> dict[str, Any]:
         "/api/auth/register": {"post": {
             "summary": "Create an account", "requestBody": with_body(registration),
             "responses": {"201": _body(_ref("AuthResult"), "account created"),
-                          **_errors(400, 405, 409, 413, 415, 503)}}},
+                          **_errors(400, 405, 409, 413, 415, 429, 503)}}},
         "/api/auth/login": {"post": {
             "summary": "Log in", "requestBody": with_body(credentials),
-            "responses": {"200": _body(_ref("AuthResult")), **_errors(400, 401, 405, 413, 415,
-                                                                      503)}}},
+            "responses": {"200": _body(_ref("AuthResult")),
+                          **_errors(400, 401, 405, 413, 415, 429, 503)}}},
         "/api/auth/me": {"get": {
             "summary": "The current user", "security": _BEARER,
             "responses": {"200": _body({"type": "object", "required": ["user"],

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from handlers import setup_routes
 from handlers.middleware import error_middleware, metrics_middleware
+from handlers.protection import POLICY, HttpPolicy, policy_middleware, rate_limit_middleware
 from store import store_from_url
 
 from . import keys
@@ -25,6 +26,7 @@ from .auth import AuthService, resolve_secret
 from .broker import broker_from_url
 from .config import Config
 from .metrics import Metrics
+from .ratelimit import RateLimits, limiter_from_url
 from .sockets import SocketGateway
 from .tasks import TaskService, utc_now
 from .validation import iso
@@ -34,17 +36,23 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        # Outermost first: metrics see every answer as sent; the policy (headers, CORS,
+        # compression) sees every answer, errors included; a 429 passes through the error
+        # middleware for its request id.
+        middlewares=[metrics_middleware, policy_middleware, error_middleware,
+                     rate_limit_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    app[POLICY] = HttpPolicy(config)
     app[keys.STARTED_AT] = time.time()
     metrics = app[keys.METRICS] = Metrics()
     metrics.watch(app)
     gateway = SocketGateway(config, metrics)
     gateway.sio.attach(app)
     app[keys.SOCKETS] = gateway
-    app.cleanup_ctx.extend([_store_ctx, _broker_ctx, _services_ctx, _sockets_ctx, _purge_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _broker_ctx, _limiter_ctx, _services_ctx,
+                            _sockets_ctx, _purge_ctx])
     setup_routes(app)
     return app
 
@@ -67,6 +75,15 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.stop()
 
 
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    limiter = limiter_from_url(config.broker_url)  # shared through Redis like the events
+    await limiter.start()
+    app[keys.RATE_LIMITS] = RateLimits(config, limiter)
+    yield
+    await limiter.stop()
+
+
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     secret = await asyncio.get_running_loop().run_in_executor(None, resolve_secret, config)
@@ -80,7 +97,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:
     gateway = app[keys.SOCKETS]
-    await gateway.start(app[keys.AUTH], app[keys.TASKS], app[keys.STORE], app[keys.BROKER])
+    await gateway.start(app[keys.AUTH], app[keys.TASKS], app[keys.STORE], app[keys.BROKER],
+                        app[keys.RATE_LIMITS])
     yield
     await gateway.stop()
 

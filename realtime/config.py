@@ -9,6 +9,7 @@ came from; the CLI prints it and exits, so a typo never starts a half-configured
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MIN_PRODUCTION_SECRET = 32
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -109,6 +111,24 @@ def _origins(value: Any) -> str:
     return text
 
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR networks (`10.0.0.0/8, 127.0.0.1`)."""
+    networks = []
+    for part in filter(None, (item.strip() for item in _text(value).split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def _duration_or_off(value: Any) -> float:
+    """A duration, or 0 / "off" for none."""
+    if str(value).strip().lower() in {"0", "off", "0s", "0.0"}:
+        return 0.0
+    return parse_duration(value)
+
+
 def _transports(value: Any) -> tuple[str, ...]:
     names = tuple(part.strip() for part in _text(value).split(",") if part.strip())
     if not names or any(name not in {"websocket", "polling"} for name in names):
@@ -178,10 +198,28 @@ SETTINGS: tuple[Setting, ...] = (
     # of the source tree.
     _s("http.dashboard", "dashboard", _bool, True),
     _s("http.dashboard_dir", "dashboard_dir", _text, ""),
+    _s("http.trusted_proxies", "trusted_proxies", _networks, ""),
+    _s("http.hsts_max_age", "hsts_max_age", _int_in(0, 2 * 365 * 86400), 0),
+    _s("http.compress_min_bytes", "compress_min_bytes", _int_in(0, 64 << 20), 1024),
     _s("rate_limit.window_ms", "rate_limit_window_ms", _int_in(1, 86_400_000), 900_000,
        "RATE_LIMIT_WINDOW_MS"),
-    _s("rate_limit.max_requests", "rate_limit_max_requests", _int_in(1, 10_000_000), 1000,
+    _s("rate_limit.max_requests", "rate_limit_max_requests", _int_in(0, 1_000_000_000), 1000,
        "RATE_LIMIT_MAX_REQUESTS"),
+    # Finer limits (realtime/ratelimit.py); a max of 0 turns that one limit off.
+    _s("rate_limit.enabled", "rate_limit_enabled", _bool, True),
+    _s("rate_limit.user_max_requests", "rate_limit_user_max_requests",
+       _int_in(0, 1_000_000_000), 1000),
+    _s("rate_limit.auth_window_ms", "rate_limit_auth_window_ms", _int_in(1, 86_400_000),
+       900_000),
+    _s("rate_limit.auth_max_requests", "rate_limit_auth_max_requests",
+       _int_in(0, 1_000_000_000), 30),
+    _s("rate_limit.connect_window_ms", "rate_limit_connect_window_ms",
+       _int_in(1, 86_400_000), 60_000),
+    _s("rate_limit.connect_max", "rate_limit_connect_max", _int_in(0, 1_000_000_000), 300),
+    _s("rate_limit.socket_window_ms", "rate_limit_socket_window_ms", _int_in(1, 86_400_000),
+       10_000),
+    _s("rate_limit.socket_max_events", "rate_limit_socket_max_events",
+       _int_in(0, 1_000_000_000), 100),
     _s("api.list_limit_default", "list_limit_default", _int_in(1, 1000), 50),
     _s("api.list_limit_max", "list_limit_max", _int_in(1, 1000), 200),
     _s("api.sync_limit_max", "sync_limit_max", _int_in(1, 10000), 1000),
@@ -196,6 +234,14 @@ SETTINGS: tuple[Setting, ...] = (
     # and the process exits within `timeout` whatever is left.
     _s("drain.timeout", "drain_timeout", parse_duration, "30s"),
     _s("drain.spread", "drain_spread", parse_duration, "5s"),
+    _s("sockets.max_per_user", "max_sockets_per_user", _int_in(0, 10_000_000), 100),
+    _s("sockets.max_per_instance", "max_sockets_per_instance", _int_in(0, 10_000_000),
+       100_000),
+    _s("sockets.connect_timeout", "connect_timeout", parse_duration, "10s"),
+    # Socket.IO CONNECTs handled at once (token check, store head reads, broker watch);
+    # the others wait their turn, first come first served: a reconnect storm is paced.
+    _s("sockets.max_connecting", "max_connecting", _int_in(1, 100_000), 64),
+    _s("sockets.idle_timeout", "idle_timeout", _duration_or_off, "0"),
     # Benchmark-only routes (handlers/bench.py): off by default, refused in production.
     _s("bench.endpoints", "bench_endpoints", _bool, False),
 )
@@ -229,8 +275,19 @@ class Config:
     frontend_url: str
     dashboard: bool
     dashboard_dir: str
+    trusted_proxies: tuple[IPNetwork, ...]
+    hsts_max_age: int
+    compress_min_bytes: int
     rate_limit_window_ms: int
     rate_limit_max_requests: int
+    rate_limit_enabled: bool
+    rate_limit_user_max_requests: int
+    rate_limit_auth_window_ms: int
+    rate_limit_auth_max_requests: int
+    rate_limit_connect_window_ms: int
+    rate_limit_connect_max: int
+    rate_limit_socket_window_ms: int
+    rate_limit_socket_max_events: int
     list_limit_default: int
     list_limit_max: int
     sync_limit_max: int
@@ -243,8 +300,25 @@ class Config:
     max_pending_bytes: int
     drain_timeout: float
     drain_spread: float
+    max_sockets_per_user: int
+    max_sockets_per_instance: int
+    connect_timeout: float
+    max_connecting: int
+    idle_timeout: float
     bench_endpoints: bool
     source: str = "defaults"
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """FRONTEND_URL as browser origins (`scheme://host[:port]`, lower case); `*` kept."""
+        origins = []
+        for part in filter(None, (item.strip() for item in self.frontend_url.split(","))):
+            if part == "*":
+                origins.append("*")
+            else:
+                parts = urlsplit(part)
+                origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return tuple(origins)
 
     @property
     def embedded_store(self) -> bool:
@@ -338,7 +412,7 @@ def _check_combinations(config: Config) -> None:
                 f"config error: JWT_SECRET must be at least {MIN_PRODUCTION_SECRET} bytes "
                 "in production mode"
             )
-        if "*" in config.frontend_url.split(","):
+        if "*" in (part.strip() for part in config.frontend_url.split(",")):
             raise ConfigError("config error: FRONTEND_URL must not be * in production mode")
         if config.bench_endpoints:
             raise ConfigError(

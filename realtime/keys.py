@@ -10,6 +10,7 @@ from .auth import AuthService
 from .broker import Broker
 from .config import Config
 from .metrics import Metrics
+from .ratelimit import RateLimits
 from .sockets import SocketGateway
 from .tasks import TaskService
 
@@ -21,3 +22,4 @@ TASKS = web.AppKey("tasks", TaskService)
 SOCKETS = web.AppKey("sockets", SocketGateway)
 STARTED_AT = web.AppKey("started_at", float)
 METRICS = web.AppKey("metrics", Metrics)
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)

@@ -83,6 +83,9 @@ class _Readings(Collector):
                      len(gateway.sessions))
         yield _gauge("taskmaster_draining", "1 while the instance drains (SIGTERM)",
                      int(gateway.draining))
+        yield _gauge("taskmaster_socket_connects_waiting",
+                     "Socket.IO CONNECTs queued for admission (sockets.max_connecting)",
+                     gateway.connects_waiting)
         yield _counter("taskmaster_events_delivered", "Task events sent to sockets",
                        gateway.delivered)
         yield _counter("taskmaster_relay_overflows",

@@ -41,6 +41,7 @@ from .delivery import Delivery, Outgoing
 from .errors import ApiError
 from .feeds import Feed
 from .metrics import Metrics
+from .ratelimit import RateLimits, Rule, client_address, gcra, retry_after
 from .tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def iso_at(epoch: float) -> str:
 
 
 class Session:
-    __slots__ = ("eio_sid", "feeds", "identity", "sid", "tasks")
+    __slots__ = ("eio_sid", "event_tat", "feeds", "identity", "last_event", "sid", "tasks")
 
     def __init__(self, sid: str, eio_sid: str, identity: Identity) -> None:
         self.sid = sid
@@ -104,6 +105,8 @@ class Session:
         self.identity = identity
         self.feeds: dict[str, Feed] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.event_tat = 0.0  # GCRA state of this socket's event budget (ms, monotonic)
+        self.last_event = time.monotonic()  # for the idle timeout
 
     @property
     def user_id(self) -> str:
@@ -119,7 +122,7 @@ class SocketGateway:
             async_handlers=False,
             serializer=MsgPackPacket if config.socket_serializer == "msgpack" else JsonPacket,
             transports=list(config.socket_transports),
-            cors_allowed_origins=_origins(config.frontend_url),
+            cors_allowed_origins=_origin_check(config.allowed_origins),
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
             max_http_buffer_size=config.max_message_bytes,
@@ -127,6 +130,8 @@ class SocketGateway:
             engineio_logger=False,
         )
         engineio_fixes.apply(self.sio.eio)
+        engineio_fixes.close_unconnected(self.sio.eio, config.connect_timeout,
+                                         self._socketio_connected)
         self.delivery = Delivery(self.sio.eio, config.max_pending_bytes, self._on_slow)
         self.sessions: dict[str, Session] = {}
         self._by_jti: dict[str, set[str]] = {}
@@ -141,8 +146,15 @@ class SocketGateway:
         self._tasks: TaskService | None = None
         self._store: Store | None = None
         self._broker: Broker | None = None
+        self._limits: RateLimits | None = None
+        self._event_rule: Rule | None = None
+        self._user_sockets: dict[str, int] = {}  # connected or connecting, per user
+        self._socket_total = 0  # the same, for the whole instance
+        self._idle_task: asyncio.Task[None] | None = None
         self.delivered = 0
         self.draining = False
+        self._admission = asyncio.Semaphore(config.max_connecting)  # paces connect storms
+        self.connects_waiting = 0
         self._emptied = asyncio.Event()  # set whenever the last socket goes
 
         on = self.sio.on
@@ -158,17 +170,21 @@ class SocketGateway:
     # -- lifetime ------------------------------------------------------------------
 
     async def start(self, auth: AuthService, tasks: TaskService, store: Store,
-                    broker: Broker) -> None:
+                    broker: Broker, limits: RateLimits) -> None:
         self._auth, self._tasks, self._store, self._broker = auth, tasks, store, broker
+        self._limits = limits
+        self._event_rule = limits.socket_events
         broker.subscribe(self._enqueue)
         self._relay_task = asyncio.create_task(self._relay_forever(), name="socket-relay")
         self._deadline_task = asyncio.create_task(self._watch_deadlines(),
                                                   name="socket-deadlines")
+        if self.config.idle_timeout:
+            self._idle_task = asyncio.create_task(self._end_idle_sockets(), name="socket-idle")
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
             await self._end(session, "server_shutdown", "the server is shutting down")
-        for task in (self._relay_task, self._deadline_task):
+        for task in (self._relay_task, self._deadline_task, self._idle_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -210,15 +226,70 @@ class SocketGateway:
 
     # -- connect and disconnect ----------------------------------------------------
 
+    def _socketio_connected(self, eio_sid: str) -> bool:
+        return self.sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None
+
+    async def _admit(self, environ: dict[str, Any]) -> None:
+        """Refuse a connection attempt over the address's budget or a full instance."""
+        limits = self._limits
+        if limits is None:
+            raise ApiError("unavailable", "the server is starting")
+        request = environ.get("aiohttp.request")
+        address = client_address(request, limits.trusted) if request is not None else "?"
+        wait = await limits.connection(address)
+        if wait > 0:
+            seconds = retry_after(wait)
+            raise ApiError("rate_limited",
+                           f"too many connection attempts; retry in {seconds} s",
+                           {"retry_after": seconds})
+        cap = self.config.max_sockets_per_instance
+        if cap and self._socket_total >= cap:
+            raise ApiError("unavailable",
+                           f"this instance holds its maximum of {cap} sockets; retry later")
+
+    def _reserve(self, user_id: str) -> None:
+        """Count a socket against its user's cap (before any await, so concurrent
+        connects of one user cannot all pass the check)."""
+        cap = self.config.max_sockets_per_user
+        count = self._user_sockets.get(user_id, 0)
+        if cap and count >= cap:
+            raise ApiError("rate_limited",
+                           f"this user already has its maximum of {cap} sockets; "
+                           "close one first", {"max_sockets": cap})
+        self._user_sockets[user_id] = count + 1
+        self._socket_total += 1
+
+    def _release(self, user_id: str) -> None:
+        self._socket_total -= 1
+        count = self._user_sockets.get(user_id, 0) - 1
+        if count > 0:
+            self._user_sockets[user_id] = count
+        else:
+            self._user_sockets.pop(user_id, None)
+
     async def _on_connect(self, sid: str, *args: Any) -> dict[str, Any] | None:
         if self.sio.manager.is_connected(sid, NAMESPACE):
             return _reserved_event("connect")
+        environ = args[0] if args and isinstance(args[0], dict) else {}
         auth = args[1] if len(args) > 1 else None
+        self.connects_waiting += 1
+        try:
+            await self._admission.acquire()
+        finally:
+            self.connects_waiting -= 1
+        try:
+            await self._connect(sid, environ, auth)
+        finally:
+            self._admission.release()
+        return None
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         try:
             if self.draining:
                 raise ApiError("unavailable",
                                "this instance is shutting down: connect to another one")
             auth_service, _, store = self._services()
+            await self._admit(environ)
             if not isinstance(auth, dict):
                 raise ApiError("unauthorized", "missing token: connect with auth {token}")
             token = auth.get("token")
@@ -227,10 +298,19 @@ class SocketGateway:
             identity = await auth_service.authenticate(token)
             readable = scopes.readable_scopes(identity.user_id)
             cursors = _cursors(auth.get("cursors"), readable)
+            self._reserve(identity.user_id)
         except ApiError as exc:
             self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
-                exc.message, {"code": exc.code}) from None
+                exc.message, {"code": exc.code, **_extra(exc.details)}) from None
+        try:
+            await self._join(sid, identity, readable, cursors, store)
+        except BaseException:
+            self._release(identity.user_id)
+            raise
+
+    async def _join(self, sid: str, identity: Identity, readable: tuple[str, ...],
+                    cursors: dict[str, int], store: Store) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         session = Session(sid, eio_sid, identity)
         assert self._broker is not None
@@ -244,6 +324,11 @@ class SocketGateway:
                     # No client state: live from the head as of now, before CONNECT goes
                     # out, so every change made after the client sees CONNECT reaches it.
                     session.feeds[scope].cursor = await store.head(scope)
+            eio_socket = self.sio.eio.sockets.get(eio_sid)
+            if eio_socket is None or eio_socket.closing or eio_socket.closed:
+                # It went away while we waited: python-socketio will not call
+                # disconnect for a socket that never connected, so nothing may stay.
+                raise ApiError("unavailable", "the connection closed while connecting")
         except ApiError as exc:  # python-socketio drops the rooms of a refused socket
             for scope in readable:
                 self._broker.unwatch(scope)
@@ -272,6 +357,7 @@ class SocketGateway:
             self._emptied.set()
         if session is None:
             return None
+        self._release(session.user_id)
         sids = self._by_jti.get(session.identity.jti)
         if sids is not None:
             sids.discard(sid)
@@ -321,6 +407,18 @@ class SocketGateway:
                     self._spawn(session, self._end(session, "token_expired",
                                                    "your token expired; log in again"))
             await asyncio.sleep(DEADLINE_TICK)
+
+    async def _end_idle_sockets(self) -> None:
+        """End sockets that sent no event for sockets.idle_timeout (see docs/protocol.md:
+        pings do not count, a listening-only tab is idle)."""
+        idle = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            horizon = time.monotonic() - idle
+            for session in list(self.sessions.values()):
+                if session.last_event < horizon:
+                    self._spawn(session, self._end(
+                        session, "idle", f"no events for {idle:g} s; reconnect when needed"))
 
     async def _warn_expiring(self, session: Session) -> None:
         expires_at = session.identity.expires_at
@@ -505,6 +603,7 @@ class SocketGateway:
                 session = self.sessions.get(sid)
                 if session is None:
                     raise ApiError("unauthorized", "this socket is not connected")
+                self._spend_event(session)
                 if len(args) != 1:
                     raise ApiError("invalid", "send exactly one payload object with the event")
                 payload = validation.require_object(args[0], "the payload")
@@ -518,7 +617,28 @@ class SocketGateway:
 
         return run
 
+    def _spend_event(self, session: Session) -> None:
+        """One event from the socket's budget (in process: a socket lives on one
+        instance), or `rate_limited` in its ack."""
+        now = time.monotonic()
+        session.last_event = now
+        rule = self._event_rule
+        if rule is None:
+            return
+        new_tat, over = gcra(session.event_tat, now * 1000, rule.interval_ms, rule.window_ms)
+        if over > 0:
+            seconds = retry_after(over / 1000)
+            raise ApiError("rate_limited", f"too many events; retry in {seconds} s",
+                           {"retry_after": seconds})
+        session.event_tat = new_tat
+
     async def _unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        session = self.sessions.get(sid)
+        if session is not None:
+            try:
+                self._spend_event(session)
+            except ApiError as exc:
+                return {"ok": False, "error": exc.to_dict()}
         return {"ok": False, "error": {
             "code": "invalid", "message": f"unknown event {str(event)[:64]!r}",
             "details": {"events": list(CLIENT_EVENTS)}}}
@@ -582,6 +702,11 @@ def _reserved_event(name: str) -> dict[str, Any]:
         "details": {"events": list(CLIENT_EVENTS)}}}
 
 
+def _extra(details: Any) -> dict[str, Any]:
+    """What a refusal adds beside its code (retry_after, max_sockets)."""
+    return details if isinstance(details, dict) else {}
+
+
 def _check_keys(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
     fields = validation.Fields()
     validation.reject_unknown(payload, allowed, fields)
@@ -608,22 +733,19 @@ def _cursors(raw: Any, readable: tuple[str, ...]) -> dict[str, int]:
     return cursors
 
 
-def _origins(frontend_url: str) -> Callable[[str, dict[str, Any]], bool] | str:
-    """The browser origins allowed to open a socket: FRONTEND_URL's, and always the
-    server's own, whose page (the dashboard at /) is served from it. A page of any other
-    origin is refused (a browser always sends Origin on a websocket handshake)."""
-    origins = {o.strip().rstrip("/") for o in frontend_url.split(",") if o.strip()}
-    if "*" in origins:
-        return "*"
+def _origin_check(origins: tuple[str, ...]) -> Callable[[str | None, dict[str, Any]], bool]:
+    """python-engineio's origin test: FRONTEND_URL's origins and the server's own (its
+    dashboard page). A refused origin gets a 400 before any Engine.IO session exists."""
+    allowed = frozenset(origins)
 
-    def allowed(origin: str, environ: dict[str, Any]) -> bool:
-        if origin in origins:
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if not origin:  # engine.io also asks when there is no Origin (answer headers)
+            return False
+        normalized = origin.lower()
+        if "*" in allowed or normalized in allowed:
             return True
-        # python-engineio's environ: Host (or a proxy's X-Forwarded-Host) and the scheme
-        # it took from X-Forwarded-Proto; a cross-origin page can set neither.
-        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST") or ""
-        scheme = str(environ.get("wsgi.url_scheme", "http"))
-        own = f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}"
-        return bool(host) and origin == own
+        host = str(environ.get("HTTP_HOST", "")).lower()
+        scheme, _, netloc = normalized.partition("://")
+        return scheme in {"http", "https"} and bool(host) and netloc == host
 
-    return allowed
+    return check

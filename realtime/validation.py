@@ -208,6 +208,32 @@ def search_terms(q: str) -> tuple[str, ...]:
     return terms
 
 
+# The most common passwords of at least 8 characters in public breach lists: a tiny
+# list, on purpose (the length minimum does most of the work; this refuses the
+# handful every credential-stuffing run tries first).
+COMMON_PASSWORDS = frozenset({
+    "password", "password1", "password12", "password123", "passw0rd", "12345678",
+    "123456789", "1234567890", "0123456789", "87654321", "11111111", "00000000",
+    "12341234", "qwertyui", "qwertyuiop", "qwerty123", "1q2w3e4r", "1qaz2wsx", "asdfghjk",
+    "zxcvbnm1", "abcdefgh", "abcd1234", "iloveyou", "sunshine", "princess", "football",
+    "baseball", "superman", "starwars", "trustno1", "letmein1", "welcome1", "welcome123",
+    "admin123", "administrator", "changeme", "taskmaster",
+})
+
+
+def weak_password(password: str, email: str) -> str | None:
+    """Why a new password is refused beyond its length, or None."""
+    lowered = password.lower()
+    if lowered in COMMON_PASSWORDS:
+        return "is one of the most common passwords; choose another"
+    if len(set(password)) == 1:
+        return "must not be one character repeated"
+    address = email.strip().lower()
+    if lowered in {address, address.split("@", 1)[0]}:
+        return "must not be your email address"
+    return None
+
+
 def credentials(body: Any, *, register: bool, password_min: int) -> dict[str, str]:
     body = require_object(body)
     fields = Fields()
@@ -219,6 +245,10 @@ def credentials(body: Any, *, register: bool, password_min: int) -> dict[str, st
     password_min = password_min if register else 1
     password = text(body.get("password"), "password", fields, min_len=password_min,
                     max_len=PASSWORD_MAX, strip=False)
+    if register and email is not None and password is not None:
+        problem = weak_password(password, email)
+        if problem:
+            fields.bad("password", problem)
     result = {"email": (email or "").lower(), "password": password or ""}
     if register:
         result["name"] = text(body.get("name"), "name", fields, min_len=1,

@@ -37,6 +37,14 @@ _restore_hypothesis_reports()
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET = "test-secret-" + "x" * 40
 FAST_HASHING = {"auth.password_time_cost": 1, "auth.password_memory_kib": 1024}
+# The suite registers many users and opens many sockets from 127.0.0.1: every limit stays
+# on (its code runs in every test) but far above what a test does. The rate-limit tests
+# (tests/test_limits.py) set strict ones.
+GENEROUS_LIMITS: dict[str, Any] = {
+    "rate_limit.max_requests": 1_000_000_000, "rate_limit.user_max_requests": 1_000_000_000,
+    "rate_limit.auth_max_requests": 1_000_000_000, "rate_limit.connect_max": 1_000_000_000,
+    "rate_limit.socket_max_events": 1_000_000_000, "sockets.max_per_user": 100_000,
+}
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -45,6 +53,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "auth.jwt_secret": TEST_SECRET,
         "broker.url": "memory://",
         **FAST_HASHING,
+        **GENEROUS_LIMITS,
         **overrides,
     }
     return load_config(env={}, path=None, overrides=values)

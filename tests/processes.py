@@ -16,7 +16,20 @@ from waiting import poll_until
 
 TASKMASTER = str(Path(sys.executable).parent / "taskmaster")
 INHERITED_SETTINGS = {"PORT", "JWT_SECRET", "NODE_ENV", "MONGODB_URI", "REDIS_URL",
-                      "JWT_EXPIRE", "FRONTEND_URL"}
+                      "JWT_EXPIRE", "FRONTEND_URL", "RATE_LIMIT_WINDOW_MS",
+                      "RATE_LIMIT_MAX_REQUESTS"}
+
+
+# Limits far above what a test does (every limit still runs); tests of the limits set
+# their own.
+GENEROUS_LIMITS_ENV = {
+    "RATE_LIMIT_MAX_REQUESTS": "1000000000",
+    "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
+    "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
+    "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
+    "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
+    "TASKMASTER_SOCKETS_MAX_PER_USER": "100000",
+}
 
 
 def clean_environment() -> dict[str, str]:
@@ -33,7 +46,7 @@ class Instance:
         self.name = name
         self.env = {**clean_environment(), "TASKMASTER_AUTH_PASSWORD_TIME_COST": "1",
                     "TASKMASTER_AUTH_PASSWORD_MEMORY_KIB": "1024",
-                    "TASKMASTER_SERVER_INSTANCE_ID": name,
+                    "TASKMASTER_SERVER_INSTANCE_ID": name, **GENEROUS_LIMITS_ENV,
                     # stop() sends SIGTERM: drain what sockets are left quickly
                     "TASKMASTER_DRAIN_SPREAD": "0.2s", **(env or {})}
         self.log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])

@@ -33,8 +33,6 @@ import aiohttp
 import pytest
 import socketio
 from aiohttp import WSMsgType
-from engineio import packet as eio_packet
-from engineio import payload as eio_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -448,16 +446,6 @@ async def polling_session(rig: Rig) -> str:
     return str(json.loads(body[1:])["sid"])
 
 
-def _stock_engineio_hangs_on(body: bytes) -> bool:
-    """A payload that decodes and holds a packet type no client sends (OPEN, PING, NOOP...)."""
-    try:
-        packets = eio_payload.Payload(encoded_payload=body.decode()).packets
-    except Exception:
-        return False  # undecodable: stock engine.io logs it and answers 200
-    client_types = (eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE)
-    return any(packet.packet_type not in client_types for packet in packets)
-
-
 class Poller:
     """What a long-polling client always runs beside its POSTs: a pending GET, re-sent as
     each one returns, answering pings, until the session ends."""
@@ -491,10 +479,6 @@ class Poller:
 async def test_raw_polling_bodies_never_get_a_5xx(rig: Rig, body: bytes, with_session: bool,
                                                    content_type: str) -> None:
     baseline = rig.footprint()
-    # Stock python-engineio hangs such a POST forever (it waits for a GET that its own
-    # error path ended); issue 6's engine.io fixes answer it 400 at once, proven in
-    # tests/test_engineio_robustness.py. Until they land, such bodies go to no session.
-    with_session = with_session and not _stock_engineio_hangs_on(body)
     sid = await polling_session(rig) if with_session else "no-such-session"
     url = f"{EIO_PATH}polling&sid={sid}"
     poller = Poller(rig, url) if with_session else None

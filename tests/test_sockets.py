@@ -604,3 +604,34 @@ async def test_sockets_repairing_the_same_gap_share_one_store_read(user_api: Api
     finally:
         store.sync = real_sync
     assert len(reads) == 1
+
+
+async def test_connects_are_admitted_a_few_at_a_time_and_the_rest_wait_their_turn(
+        tmp_path: Path, aiohttp_client: Any, openapi_checker: Any, tabs: OpenTab) -> None:
+    """sockets.max_connecting paces a reconnect storm: CONNECTs past it queue (they are
+    not refused), and go through in turn as the ones in progress finish."""
+    from realtime.app import create_app
+
+    config = make_config(tmp_path, **{"sockets.max_connecting": 2})
+    api = Api(await aiohttp_client(create_app(config)), openapi_checker)
+    user = await api.as_new_user()
+    gateway = api.app[keys.SOCKETS]
+    auth = api.app[keys.AUTH]
+    real_authenticate = auth.authenticate
+    gate = asyncio.Event()
+    inside = 0
+
+    async def slow_authenticate(token: str) -> Any:
+        nonlocal inside
+        inside += 1
+        await gate.wait()  # the first connects hold their admission slots
+        return await real_authenticate(token)
+
+    auth.authenticate = slow_authenticate  # type: ignore[method-assign]
+    opening = [asyncio.ensure_future(tabs(url_of(api), user.token)) for _ in range(5)]
+    await eventually(lambda: gateway.connects_waiting == 3, 5, "three connects queued")
+    assert inside == 2  # only two were let in
+    gate.set()
+    opened = await asyncio.gather(*opening)
+    assert len(gateway.sessions) == 5 and all(tab.client.connected for tab in opened)
+    assert gateway.connects_waiting == 0

@@ -42,6 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..aio import stop_task
 from . import Event, Handler
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,7 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)  # a cancel can be lost in get_message's timeout
         if self._client is not None:
             await self._client.aclose()
         self._handlers.clear()
