@@ -16,6 +16,7 @@ process (the acknowledged transaction is in the WAL); `store.url` may add
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import sqlite3
 import threading
@@ -237,6 +238,18 @@ class SQLiteStore:
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
 
     def _create_schema(self) -> None:
+        # Instances sharing one file may start together: one creates or upgrades the
+        # schema while the others wait (executescript commits on its own, so a SQLite
+        # transaction cannot hold them off). flock on a file of its own: SQLite's POSIX
+        # locks on the database would be dropped by closing any other handle to it.
+        with open(f"{self.path}.schema-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._create_schema_locked()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _create_schema_locked(self) -> None:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
