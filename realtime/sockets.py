@@ -632,7 +632,13 @@ class SocketGateway:
                            {"retry_after": seconds})
         session.event_tat = new_tat
 
-    async def _unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _unknown_event(self, *args: Any) -> dict[str, Any]:
+        # The catch-all is called (event, sid, *data); an event literally named "*" finds
+        # it as its own handler and calls it (sid, *data).
+        if len(args) >= 2 and isinstance(args[1], str) and args[1] in self.sessions:
+            event, sid = args[0], args[1]
+        else:
+            event, sid = "*", args[0] if args else ""
         session = self.sessions.get(sid)
         if session is not None:
             try:
