@@ -13,6 +13,7 @@ answers itself; websocket frames are never compressed, see docs/protocol.md).
 
 from __future__ import annotations
 
+import zlib
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -50,6 +51,7 @@ CORS_METHODS = "GET, POST, PATCH, DELETE"
 CORS_HEADERS = "Authorization, Content-Type, If-Match, X-Mutation-Id, X-Request-Id"
 CORS_EXPOSE = "ETag, Location, Retry-After, X-Request-Id"
 CORS_MAX_AGE = "600"
+COMPRESS_LEVEL = 1  # zlib's fastest: JSON still shrinks ~5-8x
 # Probes and the document are not rate limited: a balancer polls them from one address.
 UNLIMITED = frozenset({"/api/health", "/api/ready", "/api/openapi.json"})
 AUTH_ROUTES = frozenset({"/api/auth/login", "/api/auth/register"})
@@ -134,7 +136,13 @@ def _maybe_compress(request: web.Request, response: web.StreamResponse, minimum:
     coding = _accepted_coding(request.headers.get("Accept-Encoding", ""))
     response.headers.add("Vary", "Accept-Encoding")
     if coding is not None:
-        response.enable_compression(coding)
+        # Here, at zlib level 1, rather than aiohttp's enable_compression: level 6 in an
+        # executor thread cost ~1 ms of CPU and a thread hop per list answer, for a few
+        # percent of size on JSON (measured on the REST benchmark's list answers).
+        wbits = 16 + zlib.MAX_WBITS if coding is ContentCoding.gzip else zlib.MAX_WBITS
+        packer = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, wbits)
+        response.body = packer.compress(body) + packer.flush()
+        response.headers["Content-Encoding"] = coding.value
 
 
 def _accepted_coding(header: str) -> ContentCoding | None:
