@@ -16,6 +16,7 @@ import aiohttp
 from conftest import TEST_SECRET
 from processes import Instance, clean_environment
 from redis_server import shared_redis_url
+from waiting import eventually
 
 SOCKETS, USERS = 1000, 100
 
@@ -49,18 +50,20 @@ async def test_the_survivor_absorbs_every_socket_of_a_killed_instance(
         async def connected(instance: Instance) -> float:
             return await gauge(http, instance, "taskmaster_sockets_connected")
 
-        async def wait_for(check: Any, timeout: float, what: str) -> None:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while not await check():
-                assert asyncio.get_running_loop().time() < deadline, what
+        def running(check: Any) -> Any:
+            async def still_running() -> bool:
                 assert loadtest.returncode is None, "the load test ended early"
-                await asyncio.sleep(0.2)
+                return bool(await check())
+            return still_running
 
         async def half_on_b() -> bool:
             return await connected(b) >= SOCKETS / 2
 
-        await wait_for(half_on_b, 90, "b holding half the sockets")
-        await asyncio.sleep(3)  # writes flowing to both (bounded: a few seconds)
+        async def writes_reach_b() -> bool:  # events flowing to b's sockets
+            return await gauge(http, b, "taskmaster_events_delivered_total") >= 300
+
+        await eventually(running(half_on_b), 90, "b holding half the sockets")
+        await eventually(running(writes_reach_b), 60, "writes reaching b's sockets")
         assert b.proc is not None
         b.proc.send_signal(signal.SIGKILL)
         b.proc.wait(10)
@@ -72,7 +75,7 @@ async def test_the_survivor_absorbs_every_socket_of_a_killed_instance(
                 assert response.status == 200
             return await connected(a) >= SOCKETS
 
-        await wait_for(all_on_a, 60, "every socket reconnected to a")
+        await eventually(running(all_on_a), 60, "every socket reconnected to a")
         output, _ = await asyncio.wait_for(loadtest.communicate(), 120)
         result = json.loads(report.read_text())
         assert loadtest.returncode == 0, output.decode()[-3000:]
