@@ -70,6 +70,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from realtime.loadtest.server_settings import LIMITS_FAR_ABOVE_LOAD
+
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "bench" / "peer"
 RESULTS = ROOT / "bench" / "results"
@@ -257,13 +259,7 @@ class Servers:
             "JWT_SECRET": self.secret,
             "TASKMASTER_BENCH_ENDPOINTS": "true",
             # Every limit on but far above the load (thousands of sockets from 127.0.0.1).
-            "RATE_LIMIT_MAX_REQUESTS": "1000000000",
-            "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
-            "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
-            "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
-            "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
-            "TASKMASTER_SOCKETS_MAX_PER_USER": "1000000",
-            "TASKMASTER_SOCKETS_MAX_PER_INSTANCE": "1000000",
+            **LIMITS_FAR_ABOVE_LOAD,
             "TASKMASTER_SERVER_LOG_LEVEL": "WARNING",
             "TASKMASTER_SERVER_INSTANCE_ID": f"{self.tag}-{port}",
         })

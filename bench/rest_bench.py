@@ -64,6 +64,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from realtime.loadtest.server_settings import LIMITS_FAR_ABOVE_LOAD
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - the project depends on it off Windows
@@ -218,13 +220,7 @@ def server_env(data_dir: Path, port: int) -> dict[str, str]:
         "JWT_SECRET": secrets.token_urlsafe(48),
         # Every limit on (its cost is part of what is measured) but far above the load:
         # the defaults allow 1000 requests per 15 min and 30 logins per address.
-        "RATE_LIMIT_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
-        "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
-        "TASKMASTER_SOCKETS_MAX_PER_USER": "1000000",
-        "TASKMASTER_SOCKETS_MAX_PER_INSTANCE": "1000000",
+        **LIMITS_FAR_ABOVE_LOAD,
     })
     return env
 

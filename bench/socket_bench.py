@@ -81,6 +81,7 @@ import orjson
 from realtime.loadtest.client import SioClient as LoadClient
 from realtime.loadtest.client import close_all, connect_many, ws_url_of
 from realtime.loadtest.procstat import CLK_TCK, cpu_seconds, rss_kib
+from realtime.loadtest.server_settings import LIMITS_FAR_ABOVE_LOAD
 from realtime.loadtest.stats import latency_summary, percentile
 
 try:
@@ -300,13 +301,7 @@ def server_env(data_dir: Path, secret: str) -> dict[str, str]:
         "TASKMASTER_AUTH_PASSWORD_TIME_COST": "1",
         "TASKMASTER_AUTH_PASSWORD_MEMORY_KIB": "1024",
         # Every limit on but far above the load (thousands of sockets from 127.0.0.1).
-        "RATE_LIMIT_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
-        "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
-        "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
-        "TASKMASTER_SOCKETS_MAX_PER_USER": "1000000",
-        "TASKMASTER_SOCKETS_MAX_PER_INSTANCE": "1000000",
+        **LIMITS_FAR_ABOVE_LOAD,
         "TASKMASTER_SERVER_LOG_LEVEL": "WARNING",
     })
     return env

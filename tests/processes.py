@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from realtime.loadtest.server_settings import LIMITS_FAR_ABOVE_LOAD
+
 from redis_server import free_port
 from waiting import poll_until
 
@@ -18,18 +20,6 @@ TASKMASTER = str(Path(sys.executable).parent / "taskmaster")
 INHERITED_SETTINGS = {"PORT", "JWT_SECRET", "NODE_ENV", "MONGODB_URI", "REDIS_URL",
                       "JWT_EXPIRE", "FRONTEND_URL", "RATE_LIMIT_WINDOW_MS",
                       "RATE_LIMIT_MAX_REQUESTS"}
-
-
-# Limits far above what a test does (every limit still runs); tests of the limits set
-# their own.
-GENEROUS_LIMITS_ENV = {
-    "RATE_LIMIT_MAX_REQUESTS": "1000000000",
-    "TASKMASTER_RATE_LIMIT_USER_MAX_REQUESTS": "1000000000",
-    "TASKMASTER_RATE_LIMIT_AUTH_MAX_REQUESTS": "1000000000",
-    "TASKMASTER_RATE_LIMIT_CONNECT_MAX": "1000000000",
-    "TASKMASTER_RATE_LIMIT_SOCKET_MAX_EVENTS": "1000000000",
-    "TASKMASTER_SOCKETS_MAX_PER_USER": "100000",
-}
 
 
 def clean_environment() -> dict[str, str]:
@@ -46,7 +36,10 @@ class Instance:
         self.name = name
         self.env = {**clean_environment(), "TASKMASTER_AUTH_PASSWORD_TIME_COST": "1",
                     "TASKMASTER_AUTH_PASSWORD_MEMORY_KIB": "1024",
-                    "TASKMASTER_SERVER_INSTANCE_ID": name, **GENEROUS_LIMITS_ENV,
+                    "TASKMASTER_SERVER_INSTANCE_ID": name,
+                    # every limit runs, far above what a test does (the limits' own tests
+                    # set theirs)
+                    **LIMITS_FAR_ABOVE_LOAD,
                     # stop() sends SIGTERM: drain what sockets are left quickly
                     "TASKMASTER_DRAIN_SPREAD": "0.2s", **(env or {})}
         self.log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
