@@ -11,9 +11,11 @@ async def test_a_task_that_swallows_a_cancel_is_still_stopped() -> None:
     """What Python 3.11's asyncio.timeout does to a cancel that races its expiry (redis-py's
     get_message(timeout=...) then returns None and the broker's loop goes on)."""
     swallowed = 0
+    running = asyncio.Event()
 
     async def stubborn() -> None:
         nonlocal swallowed
+        running.set()
         while True:
             try:
                 await asyncio.sleep(0.01)
@@ -23,7 +25,7 @@ async def test_a_task_that_swallows_a_cancel_is_still_stopped() -> None:
                     raise
 
     task = asyncio.create_task(stubborn())
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(running.wait(), 5)
     await asyncio.wait_for(stop_task(task), 5)
     assert task.done() and swallowed == 3
 

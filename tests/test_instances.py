@@ -4,6 +4,7 @@ fan-out across processes, revocation everywhere, and an instance killed mid-traf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/shared.db"
 
 
-@pytest.fixture
-def trio(tmp_path: Path, store_url: str) -> Iterator[list[Instance]]:
-    env = {"TASKMASTER_STORE_URL": store_url, "REDIS_URL": shared_redis_url(),
+@contextlib.contextmanager
+def three_instances(tmp_path: Path, store_url: str, redis_url: str) -> Iterator[list[Instance]]:
+    """a, b and c sharing one store and one Redis, started together, stopped by pid."""
+    env = {"TASKMASTER_STORE_URL": store_url, "REDIS_URL": redis_url,
            "JWT_SECRET": TEST_SECRET}
     instances = [Instance(tmp_path, env, name=name) for name in ("a", "b", "c")]
     try:
@@ -41,6 +43,12 @@ def trio(tmp_path: Path, store_url: str) -> Iterator[list[Instance]]:
     finally:
         for instance in instances:
             instance.stop()
+
+
+@pytest.fixture
+def trio(tmp_path: Path, store_url: str) -> Iterator[list[Instance]]:
+    with three_instances(tmp_path, store_url, shared_redis_url()) as instances:
+        yield instances
 
 
 class Rest:
@@ -177,18 +185,11 @@ async def test_killing_an_instance_loses_no_acknowledged_write(
 def trio_on_private_redis(tmp_path: Path) -> Iterator[tuple[list[Instance], RedisProcess]]:
     redis = RedisProcess()
     redis.start()
-    env = {"TASKMASTER_STORE_URL": f"sqlite:///{tmp_path}/shared.db",
-           "REDIS_URL": redis.url + "?prefix=restart", "JWT_SECRET": TEST_SECRET}
-    instances = [Instance(tmp_path, env, name=name) for name in ("a", "b", "c")]
     try:
-        for instance in instances:
-            instance.start(wait=False)
-        for instance in instances:
-            instance.wait_until("/api/ready", 200)
-        yield instances, redis
+        with three_instances(tmp_path, f"sqlite:///{tmp_path}/shared.db",
+                             redis.url + "?prefix=restart") as instances:
+            yield instances, redis
     finally:
-        for instance in instances:
-            instance.stop()
         redis.stop()
 
 

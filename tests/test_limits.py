@@ -29,6 +29,7 @@ from conftest import TEST_SECRET, Api, OpenAPIChecker, make_config
 from processes import Instance
 from redis_server import free_port, shared_redis_url
 from socket_clients import Tab
+from waiting import eventually
 
 STRICT_OFF = {"rate_limit.max_requests": 1_000_000, "rate_limit.user_max_requests": 1_000_000,
               "rate_limit.auth_max_requests": 1_000_000}
@@ -358,10 +359,7 @@ async def test_sockets_are_capped_per_user_and_per_instance(
     # Closing a socket frees its place at once.
     await tabs[0].close()
     gateway = api.app[keys.SOCKETS]
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(gateway.sessions) > 2:
-        assert asyncio.get_running_loop().time() < deadline, "the closed socket stayed"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(gateway.sessions) <= 2, 5, "the closed socket's place freed")
     closing.append(await Tab(url_of(api), alice.token).connect())
 
 
