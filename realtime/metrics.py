@@ -114,6 +114,15 @@ class _Readings(Collector):
                 value = getattr(broker, name, None)
                 if value is not None:
                     yield _counter(f"taskmaster_broker_{name}", help_text, value)
+        reads = getattr(app.get(keys.STORE), "reads", None)  # the embedded store's
+        if reads is not None:
+            family = CounterMetricFamily(
+                "taskmaster_store_inline_reads",
+                "Embedded-store reads answered on the event loop, or moved to a reader "
+                "thread (too long for the loop, or refused there)", labels=["outcome"])
+            family.add_metric(["answered"], reads[0])
+            family.add_metric(["moved"], reads[1])
+            yield family
         tasks = app.get(keys.TASKS)
         if tasks is not None:
             yield _counter("taskmaster_writes_reconciled",

@@ -43,6 +43,7 @@ from .base import (
     tombstone,
     version_conflict,
 )
+from .sqlite_inline import InlineReader, MovedOffLoop
 from .sqlite_writer import GroupCommitWriter, as_store_error
 
 T = TypeVar("T")
@@ -133,6 +134,7 @@ TASK_COLUMNS = (
 SORT_COLUMN = {"created": "created_at", "updated": "updated_at", "due": "due_key",
                "priority": "prio"}
 READERS = 4
+INLINE_READ_MS = 2.0  # default budget of a read on the event loop (store/sqlite_inline.py)
 
 
 def _task(row: tuple[Any, ...]) -> Task:
@@ -173,19 +175,28 @@ class SQLiteStore:
         self.synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
         if self.synchronous not in {"NORMAL", "FULL"}:
             raise ValueError("sqlite synchronous must be NORMAL or FULL")
+        try:
+            inline_ms = float(options.get("inline_read_ms", [INLINE_READ_MS])[0])
+        except ValueError:
+            inline_ms = -1.0
+        if not 0 <= inline_ms <= 1000:
+            raise ValueError("sqlite inline_read_ms must be a number of milliseconds "
+                             "from 0 (every read on a thread) to 1000")
+        self.inline_read_budget = inline_ms / 1000
         self.timeout = timeout
         self.observe: Callable[[str, float], None] | None = None  # (kind, seconds) per call
         self._writer: GroupCommitWriter | None = None
         self._readers: ThreadPoolExecutor | None = None
+        self._inline: InlineReader | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                             check_same_thread=False)
+    def _connect(self, timeout: float | None = None) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout if timeout is None else timeout,
+                             isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
@@ -225,6 +236,16 @@ class SQLiteStore:
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:
             raise unavailable("the store is closed")
+        if self._inline is not None:
+            started = time.perf_counter()
+            try:
+                result = self._inline.run(fn, args)
+            except MovedOffLoop:
+                pass  # too long for the loop, or SQLite refused: the pool takes it
+            else:
+                if self.observe is not None:
+                    self.observe("read", time.perf_counter() - started)
+                return result
         loop = asyncio.get_running_loop()
         return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args),
                                   "read")
@@ -235,6 +256,16 @@ class SQLiteStore:
         self._writer = GroupCommitWriter(self._connect)
         self._writer.start()
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
+        if self.inline_read_budget > 0:
+            # Never waits for a lock (timeout 0): that is the pool's job.
+            self._inline = InlineReader(self._connect(timeout=0), self.inline_read_budget)
+
+    @property
+    def reads(self) -> tuple[int, int]:
+        """Reads (answered on the event loop, moved from it to a reader thread) so far."""
+        if self._inline is None:
+            return 0, 0
+        return self._inline.inline, self._inline.moved
 
     def _create_schema(self) -> None:
         # Instances sharing one file may start together: one creates or upgrades the
@@ -285,7 +316,7 @@ class SQLiteStore:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
         if self._readers is not None:
             self._readers.shutdown(wait=True)
-        self._writer = self._readers = None
+        self._writer = self._readers = self._inline = None
         with self._lock:
             for db in self._connections:
                 db.close()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from realtime.errors import ApiError
 from store import TaskQuery
@@ -73,3 +77,115 @@ async def test_an_older_database_gets_the_per_scope_search_index(tmp_path: Path)
         assert {t["id"] for t in found} == {"t1", "t2"}
     finally:
         await store.close()
+
+
+# -- reads on the event loop (store/sqlite_inline.py) -----------------------------------
+
+COUNT_TO_TEN_MILLION = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                        "WHERE x < 10000000) SELECT count(*) FROM c")
+
+
+async def test_short_reads_are_answered_on_the_event_loop(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/i.db")
+    await store.open()
+    try:
+        for n in range(5):
+            await store.create_task(new_task(f"t{n}"))
+        listed = await store.list_tasks(TaskQuery(scopes=("user:u1",)))
+        assert {t["id"] for t in listed} == {f"t{n}" for n in range(5)}
+        assert await store.head("user:u1") == 5
+        answered, moved = store.reads
+        assert answered >= 2 and moved == 0
+    finally:
+        await store.close()
+
+
+async def test_a_read_over_its_budget_is_finished_on_a_reader_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/b.db?inline_read_ms=1")
+    await store.open()
+    try:
+        count = await store._read(lambda db: db.execute(COUNT_TO_TEN_MILLION).fetchone()[0])
+        assert count == 10_000_000  # the whole answer, from the pool
+        assert store.reads[1] == 1
+    finally:
+        await store.close()
+
+
+def test_the_budget_interrupts_a_long_read_long_before_it_would_end(tmp_path: Path) -> None:
+    # Counting to ten million takes SQLite well over a second on this machine; with a
+    # 5 ms budget the loop gets its thread back almost at once (the bound is loose:
+    # this checks that the interruption happens, not how fast).
+    from store.sqlite_inline import InlineReader, MovedOffLoop
+
+    reader = InlineReader(sqlite3.connect(tmp_path / "c.db"), budget=0.005)
+    started = time.perf_counter()
+    with pytest.raises(MovedOffLoop):
+        reader.run(lambda db: db.execute(COUNT_TO_TEN_MILLION).fetchone(), ())
+    assert time.perf_counter() - started < 0.5
+    assert reader.run(lambda db: db.execute("SELECT 42").fetchone()[0], ()) == 42
+    assert (reader.inline, reader.moved) == (1, 1)
+
+
+async def test_an_interrupted_read_leaves_no_old_snapshot_behind(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db?inline_read_ms=0.001")
+    await store.open()
+    try:
+        for n in range(300):
+            await store.create_task(new_task(f"t{n}"))
+        answer = await store.sync("user:u1", 0, 1000)  # a read transaction, interrupted
+        assert len(answer.changes) == 300 and answer.seq == 300
+        assert store.reads[1] >= 1
+        assert store._inline is not None
+        store._inline.budget = 10.0  # from now on everything fits on the loop
+        await store.create_task(new_task("late"))
+        # A snapshot left open by the interrupted read would still say 300.
+        assert await store.head("user:u1") == 301
+        assert (await store.sync("user:u1", 300, 10)).seq == 301
+    finally:
+        await store.close()
+
+
+async def test_a_read_sqlite_refuses_on_the_loop_is_retried_on_a_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/r.db")
+    await store.open()
+    loop_thread = threading.get_ident()
+
+    def refused_on_the_loop(db: sqlite3.Connection) -> str:
+        if threading.get_ident() == loop_thread:
+            raise sqlite3.OperationalError("database is locked")
+        return "answered"
+
+    try:
+        assert await store._read(refused_on_the_loop) == "answered"
+        assert store.reads == (0, 1)
+    finally:
+        await store.close()
+
+
+def test_the_inline_budget_is_checked(tmp_path: Path) -> None:
+    for bad in ("abc", "-1", "5000"):
+        with pytest.raises(ValueError, match="inline_read_ms"):
+            SQLiteStore(f"sqlite:///{tmp_path}/x.db?inline_read_ms={bad}")
+    assert SQLiteStore(f"sqlite:///{tmp_path}/x.db?inline_read_ms=0").inline_read_budget == 0
+
+
+def test_a_read_interrupted_inside_its_transaction_does_not_pin_the_connection(
+        tmp_path: Path) -> None:
+    from store.sqlite_inline import InlineReader, MovedOffLoop
+
+    path = tmp_path / "p.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    reader = InlineReader(sqlite3.connect(path, isolation_level=None), budget=0.005)
+
+    def snapshot_then_long_query(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN")
+        db.execute("SELECT count(*) FROM t").fetchone()  # the snapshot starts here
+        db.execute(COUNT_TO_TEN_MILLION).fetchone()
+
+    with pytest.raises(MovedOffLoop):
+        reader.run(snapshot_then_long_query, ())
+    writer.execute("INSERT INTO t VALUES (2)")
+    assert reader.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0], ()) == 2

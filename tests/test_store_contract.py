@@ -20,7 +20,9 @@ from store import Store, TaskQuery, store_from_url
 
 from mongo_server import TwoInstances, mongodb_uri, mongodb_url  # noqa: F401  (fixtures)
 
-BACKENDS = ["sqlite", "mongodb"]
+# sqlite answers short reads on the event loop (store/sqlite_inline.py); sqlite-threads
+# sends every read through the reader threads: both paths must keep the contract.
+BACKENDS = ["sqlite", "sqlite-threads", "mongodb"]
 T0 = "2026-01-01T00:00:00.000Z"
 
 
@@ -29,6 +31,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     backend: Any
     if request.param == "mongodb":  # two instances sharing a fresh database per test
         backend = TwoInstances(request.getfixturevalue("mongodb_url"))
+    elif request.param == "sqlite-threads":
+        backend = store_from_url(f"sqlite:///{tmp_path}/contract.db?inline_read_ms=0")
     else:
         backend = store_from_url(f"sqlite:///{tmp_path}/contract.db")
     await backend.open()
