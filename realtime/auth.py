@@ -174,6 +174,11 @@ class AuthService:
             raise unauthorized("invalid email or password")
         if not await self._verify(user["password_hash"], password):
             raise unauthorized("invalid email or password")
+        if self._hasher.check_needs_rehash(user["password_hash"]):
+            # Made with other parameters (an older default, or changed settings): rehash
+            # while the password is at hand, so every login costs the same from now on.
+            user = {**user, "password_hash": await self._hash(password)}
+            await self.store.set_password_hash(user["id"], user["password_hash"])
         return self.issue_token(user["id"]), user
 
     async def user(self, identity: Identity) -> User:

@@ -397,6 +397,10 @@ class MongoStore:
     async def user_by_id(self, user_id: str) -> User | None:
         return _user(await self._run(self.users.find_one, {"_id": user_id}))
 
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        await self._run(self.users.update_one, {"_id": user_id},
+                        {"$set": {"password_hash": password_hash}})
+
     async def revoke_token(self, jti: str, expires_at: float) -> None:
         async def upsert() -> None:
             with contextlib.suppress(DuplicateKeyError):  # a concurrent revocation won

@@ -336,6 +336,10 @@ class SQLiteStore:
     async def user_by_id(self, user_id: str) -> User | None:
         return await self._read(_user_where, "id", user_id)
 
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)))
+
     async def revoke_token(self, jti: str, expires_at: float) -> None:
         await self._write(lambda db: db.execute(
             "INSERT OR IGNORE INTO revoked_tokens(jti, expires_at) VALUES (?, ?)",

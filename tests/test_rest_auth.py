@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
 from realtime import keys
+from realtime.app import create_app
 
-from conftest import TEST_SECRET, Api
+from conftest import TEST_SECRET, Api, make_config
 
 
 def mint(api: Api, user_id: str, *, secret: str = TEST_SECRET, algorithm: str = "HS256",
@@ -237,3 +239,22 @@ async def test_unknown_email_costs_one_verification_like_a_wrong_password(api: A
         auth._hasher = real_hasher
     assert len(verified) == 2 and verified[0] == verified[1]
     assert verified[0].startswith("$argon2id$")
+
+
+async def test_a_hash_with_other_parameters_is_replaced_at_the_next_login(
+        tmp_path: Path, aiohttp_client: Any, openapi_checker: Any) -> None:
+    old = Api(await aiohttp_client(create_app(make_config(tmp_path))), openapi_checker)
+    await old.register(email="older@example.com", password="correct horse")
+    # The same database under newer hashing parameters (another release, or new settings).
+    newer = make_config(tmp_path, **{"auth.password_time_cost": 2})
+    api = Api(await aiohttp_client(create_app(newer)), openapi_checker)
+    store = api.app[keys.STORE]
+    assert ",t=1," in (await store.user_by_email("older@example.com"))["password_hash"]
+    for _ in range(2):  # rehashed by the first login; the second verifies the new hash
+        reply = await api.post("/api/auth/login", token=None, json={
+            "email": "older@example.com", "password": "correct horse"})
+        assert reply.status == 200
+        assert ",t=2," in (await store.user_by_email("older@example.com"))["password_hash"]
+    wrong = await api.post("/api/auth/login", token=None, json={
+        "email": "older@example.com", "password": "wrong horse"})
+    assert wrong.status == 401

@@ -73,6 +73,8 @@ async def test_users_are_unique_by_email(store: Store) -> None:
         await store.create_user({**user, "id": "u2"})
     assert caught.value.code == "conflict"
     assert await store.user_by_id("u2") is None
+    await store.set_password_hash("u1", "h2")
+    assert await store.user_by_email("a@example.com") == {**user, "password_hash": "h2"}
 
 
 async def test_revocations_are_kept_until_they_expire(store: Store) -> None:
