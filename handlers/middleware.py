@@ -65,10 +65,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     response = await handler(request)  # error_middleware (inside) turns failures into answers
     route = route_of(request)
     if route != SOCKET_IO_ROUTE:
-        metrics = request.app[keys.METRICS]
-        metrics.http_latency.labels(request.method, route).observe(
-            time.perf_counter() - started)
-        metrics.http_responses.labels(request.method, route, response.status).inc()
+        request.app[keys.METRICS].observe_http(
+            request.method, route, response.status, time.perf_counter() - started)
     return response
 
 

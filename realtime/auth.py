@@ -2,9 +2,9 @@
 
 Timing: a login for an unknown e-mail verifies the password against a dummy hash
 made with the same parameters, so it costs what a wrong password costs. Hashing
-runs in threads (argon2 releases the GIL) behind a semaphore sized to the CPU
-count, so a burst of logins queues instead of stalling the event loop or
-multiplying argon2's memory.
+runs in threads (argon2 releases the GIL) behind a semaphore of one fewer than
+the CPU count (at least one), so a burst of logins queues instead of taking the
+event loop's core or multiplying argon2's memory.
 """
 
 from __future__ import annotations
@@ -80,6 +80,11 @@ def _write_private(path: Path, content: str) -> None:
         handle.write(content + "\n")
 
 
+def hashing_slots(cpus: int | None) -> int:
+    """Hashes at once: every core but the event loop's (the loop serves everyone else)."""
+    return max(1, (cpus or 1) - 1)
+
+
 class AuthService:
     def __init__(self, config: Config, store: Store, broker: Broker, secret: str,
                  clock: Callable[[], float] = time.time) -> None:
@@ -93,7 +98,7 @@ class AuthService:
             memory_cost=config.password_memory_kib,
             parallelism=config.password_parallelism,
         )
-        self._hashing = asyncio.Semaphore(os.cpu_count() or 2)
+        self._hashing = asyncio.Semaphore(hashing_slots(os.cpu_count()))
         self._dummy_hash: str | None = None
         # Every unexpired revocation, kept in memory so that checking a token costs no
         # store round trip: loaded at start, extended by this instance's logouts and by

@@ -52,12 +52,29 @@ class Metrics:
             "taskmaster_rate_limited_total", "Requests, events and connects over a limit",
             ["kind"], registry=r)
 
+        # labels() takes a lock and builds a key on every call; the children are kept
+        # instead (a few routes x methods x statuses, bounded by the route table).
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._store: dict[str, Any] = {}
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        children = self._http.get((method, route, status))
+        if children is None:
+            children = self._http[method, route, status] = (
+                self.http_latency.labels(method, route),
+                self.http_responses.labels(method, route, status))
+        children[0].observe(seconds)
+        children[1].inc()
+
     def watch(self, app: web.Application) -> None:
         """Read the components' own counters at scrape time."""
         self.registry.register(_Readings(app))
 
     def observe_store(self, kind: str, seconds: float) -> None:
-        self.store_latency.labels(kind).observe(seconds)
+        child = self._store.get(kind)
+        if child is None:
+            child = self._store[kind] = self.store_latency.labels(kind)
+        child.observe(seconds)
 
     def observe_lag(self, committed_at: Any) -> None:
         try:

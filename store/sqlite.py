@@ -195,8 +195,11 @@ class SQLiteStore:
     # -- plumbing ---------------------------------------------------------------
 
     def _connect(self, timeout: float | None = None) -> sqlite3.Connection:
+        # A list's SQL depends on its filters, sort and cursor: keep every variant compiled
+        # (the module's default of 128 statements is smaller than their number).
         db = sqlite3.connect(self.path, timeout=self.timeout if timeout is None else timeout,
-                             isolation_level=None, check_same_thread=False)
+                             isolation_level=None, check_same_thread=False,
+                             cached_statements=1024)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")

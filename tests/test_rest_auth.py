@@ -3,6 +3,9 @@ every way a token can be refused."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from realtime import keys
 from realtime.app import create_app
+from realtime.auth import hashing_slots
 
 from conftest import TEST_SECRET, Api, make_config
 
@@ -258,3 +262,35 @@ async def test_a_hash_with_other_parameters_is_replaced_at_the_next_login(
     wrong = await api.post("/api/auth/login", token=None, json={
         "email": "older@example.com", "password": "wrong horse"})
     assert wrong.status == 401
+
+
+def test_hashing_leaves_the_event_loop_a_core() -> None:
+    assert [hashing_slots(n) for n in (None, 1, 2, 4, 16)] == [1, 1, 1, 3, 15]
+
+
+async def test_concurrent_logins_hash_no_more_at_once_than_the_slots(api: Api) -> None:
+    await api.register(email="many@example.com", password="correct horse")
+    auth = api.app[keys.AUTH]
+    real, running, most = auth._hasher, [0], [0]
+    lock = threading.Lock()
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def verify(self, stored: str, password: str) -> bool:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                time.sleep(0.02)  # hold the slot, as a real hash would
+                return bool(real.verify(stored, password))
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    auth._hasher = Counting()
+    replies = await asyncio.gather(*(api.post("/api/auth/login", token=None, json={
+        "email": "many@example.com", "password": "correct horse"}) for _ in range(8)))
+    assert [r.status for r in replies] == [200] * 8
+    assert most[0] == hashing_slots(os.cpu_count())
