@@ -194,12 +194,11 @@ class SQLiteStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _connect(self, timeout: float | None = None) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         # A list's SQL depends on its filters, sort and cursor: keep every variant compiled
         # (the module's default of 128 statements is smaller than their number).
-        db = sqlite3.connect(self.path, timeout=self.timeout if timeout is None else timeout,
-                             isolation_level=None, check_same_thread=False,
-                             cached_statements=1024)
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                             check_same_thread=False, cached_statements=1024)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
@@ -260,8 +259,10 @@ class SQLiteStore:
         self._writer.start()
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
         if self.inline_read_budget > 0:
-            # Never waits for a lock (timeout 0): that is the pool's job.
-            self._inline = InlineReader(self._connect(timeout=0), self.inline_read_budget)
+            db = self._connect()
+            # Set up with the usual patience, then never wait for a lock: the pool does.
+            db.execute("PRAGMA busy_timeout = 0")
+            self._inline = InlineReader(db, self.inline_read_budget)
 
     @property
     def reads(self) -> tuple[int, int]:
