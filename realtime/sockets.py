@@ -65,7 +65,7 @@ DEADLINE_TICK = 0.5  # how often token deadlines are checked (seconds)
 RELAY_QUEUE_MAX = 100_000  # events waiting for fan-out on this instance
 # Events the relay takes from its queue in one go (one write per socket per scope run);
 # bounded so that one pass over a big room does not hold the loop for long.
-RELAY_BATCH = 64
+RELAY_BATCH = 32
 DEADLINES_PER_SOCKET = 2  # "expiring" and "expired"
 DEADLINE_SLACK = 256  # gone sockets' deadlines tolerated before the heap is compacted
 
