@@ -6,6 +6,13 @@ the events they produce come back through the broker to `relay`, which sends
 each event to the sockets of its scope's room, through each socket's `Feed`
 (realtime/feeds.py) so that every socket sees its scopes in seq order, once.
 
+The relay keeps its own membership table (`_members`: scope -> sid -> `Member`, kept
+on connect and disconnect) rather than asking python-socketio for a room's participants
+and looking every one up again: per recipient, the hot loop touches the socket's feed
+and its `Target` and nothing else. It takes every event waiting in its queue at once
+and sends a socket a burst's consecutive events of one scope in one write
+(realtime/delivery.py), so a room of N sockets costs N writes per burst, not per event.
+
 Handlers run inline (`async_handlers=False`): python-socketio then handles a
 socket's packets one after another, so a socket's writes are applied in the
 order it sent them, and a client flooding events is slowed by TCP instead of
@@ -37,11 +44,12 @@ from . import engineio_fixes, scopes, validation
 from .auth import AuthService, Identity
 from .broker import Broker, Event
 from .config import Config
-from .delivery import Delivery, Outgoing
+from .delivery import Delivery, Outgoing, Target, frames_of
 from .errors import ApiError
 from .feeds import Feed
 from .metrics import Metrics
 from .ratelimit import RateLimits, Rule, client_address, gcra, retry_after
+from .rooms import IndexedManager
 from .tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,9 @@ REPAIR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 GAP_GRACE = 0.05
 DEADLINE_TICK = 0.5  # how often token deadlines are checked (seconds)
 RELAY_QUEUE_MAX = 100_000  # events waiting for fan-out on this instance
+# Events the relay takes from its queue in one go (one write per socket per scope run);
+# bounded so that one pass over a big room does not hold the loop for long.
+RELAY_BATCH = 32
 DEADLINES_PER_SOCKET = 2  # "expiring" and "expired"
 DEADLINE_SLACK = 256  # gone sockets' deadlines tolerated before the heap is compacted
 
@@ -97,11 +108,13 @@ def iso_at(epoch: float) -> str:
 
 
 class Session:
-    __slots__ = ("eio_sid", "event_tat", "feeds", "identity", "last_event", "sid", "tasks")
+    __slots__ = ("eio_sid", "event_tat", "feeds", "identity", "last_event", "sid", "target",
+                 "tasks")
 
     def __init__(self, sid: str, eio_sid: str, identity: Identity) -> None:
         self.sid = sid
         self.eio_sid = eio_sid
+        self.target: Target | None = None  # set once the socket is connected
         self.identity = identity
         self.feeds: dict[str, Feed] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -113,12 +126,24 @@ class Session:
         return self.identity.user_id
 
 
+class Member:
+    """A connected socket in the relay's table of one scope."""
+
+    __slots__ = ("feed", "session", "target")
+
+    def __init__(self, session: Session, feed: Feed, target: Target) -> None:
+        self.session = session
+        self.feed = feed
+        self.target = target
+
+
 class SocketGateway:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            client_manager=IndexedManager(),  # disconnects leave only their own rooms
             async_handlers=False,
             serializer=MsgPackPacket if config.socket_serializer == "msgpack" else JsonPacket,
             transports=list(config.socket_transports),
@@ -134,6 +159,7 @@ class SocketGateway:
                                          self._socketio_connected)
         self.delivery = Delivery(self.sio.eio, config.max_pending_bytes, self._on_slow)
         self.sessions: dict[str, Session] = {}
+        self._members: dict[str, dict[str, Member]] = {}  # scope -> sid -> member
         self._by_jti: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue(RELAY_QUEUE_MAX)
         self._inflight_syncs: dict[tuple[str, int], asyncio.Future[SyncAnswer]] = {}
@@ -337,6 +363,9 @@ class SocketGateway:
                 exc.message, {"code": exc.code}) from None
         self.metrics.connects.labels("accepted", "").inc()
         self.sessions[sid] = session
+        session.target = target = Target(eio_sid, eio_socket)
+        for scope, feed in session.feeds.items():
+            self._members.setdefault(scope, {})[sid] = Member(session, feed, target)
         self._by_jti.setdefault(identity.jti, set()).add(sid)
         self._schedule_expiry(session)
         # Catch-up runs after this handler returns, i.e. after CONNECT is queued; until
@@ -358,6 +387,12 @@ class SocketGateway:
         if session is None:
             return None
         self._release(session.user_id)
+        for scope in session.feeds:
+            members = self._members.get(scope)
+            if members is not None:
+                members.pop(sid, None)
+                if not members:
+                    del self._members[scope]
         sids = self._by_jti.get(session.identity.jti)
         if sids is not None:
             sids.discard(sid)
@@ -471,15 +506,35 @@ class SocketGateway:
             self.resync_all()
 
     async def _relay_forever(self) -> None:
+        queue = self._queue
         while True:
-            event = await self._queue.get()
+            batch = [await queue.get()]
+            while len(batch) < RELAY_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            await self.relay_many(batch)
+            # A fan-out never suspends by itself; let requests, pings and the sockets'
+            # own traffic run between two batches.
+            await asyncio.sleep(0)
+
+    async def relay_many(self, events: list[Event]) -> None:
+        """Relay events in order; consecutive task events of one scope go out together."""
+        index, count = 0, len(events)
+        while index < count:
+            event = events[index]
+            end = index + 1
+            scope = event.get("scope")
+            if event.get("type") in TASK_EVENTS:
+                while (end < count and events[end].get("scope") == scope
+                       and events[end].get("type") in TASK_EVENTS):
+                    end += 1
             try:
-                await self.relay(event)
+                if end - index > 1:
+                    self._fan_out(event["scope"], events[index:end])
+                else:
+                    await self.relay(event)
             except Exception:
                 log.exception("relay failed on %s", event.get("type"))
-            # A fan-out never suspends by itself; let requests, pings and the sockets'
-            # own traffic run between two events.
-            await asyncio.sleep(0)
+            index = end
 
     async def relay(self, event: Event) -> None:
         kind = event.get("type")
@@ -494,33 +549,56 @@ class SocketGateway:
             return
         if kind not in TASK_EVENTS:
             return
-        scope = event["scope"]
-        self.metrics.observe_lag(event.get("ts"))
-        outgoing = None
-        send = self.delivery.send
-        sessions = self.sessions
-        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, scope):
-            session = sessions.get(sid)
-            feed = session.feeds.get(scope) if session is not None else None
-            if session is None or feed is None:
+        self._fan_out(event["scope"], [event])
+
+    def _fan_out(self, scope: str, events: list[Event]) -> None:
+        """Send task events of one scope (in the order given) to the scope's sockets, each
+        through its feed. Per socket: one check when the socket is due exactly this run of
+        seqs (the common case), else the feed decides event by event."""
+        for event in events:
+            self.metrics.observe_lag(event.get("ts"))
+        members = self._members.get(scope)
+        if not members:
+            return
+        first = events[0]["seq"]
+        last = first + len(events) - 1
+        run = all(event["seq"] == first + n for n, event in enumerate(events))
+        before = first - 1
+        packets: list[Outgoing] = []
+        frames = b""
+        deliver = self.delivery.deliver
+        delivered = 0
+        for member in tuple(members.values()):
+            feed = member.feed
+            if run and feed.cursor == before and not feed.repairing:
+                feed.cursor = last
+                if not frames:  # encoded and framed once for every recipient
+                    packets = packets or [self.encode(e["type"], e) for e in events]
+                    frames = frames_of(packets)
+                deliver(member.target, packets, frames)
+                delivered += len(events)
                 continue
-            verdict = feed.offer(event)
-            if verdict == "send":
-                if outgoing is None:
-                    outgoing = self.encode(kind, event)  # once for every recipient
-                send(eio_sid, outgoing)
-                self.delivered += 1
-            elif verdict == "repair":
-                self._spawn(session, self._repair(session, feed, grace=GAP_GRACE))
+            due: list[Outgoing] = []
+            for n, event in enumerate(events):
+                verdict = feed.offer(event)
+                if verdict == "send":
+                    packets = packets or [self.encode(e["type"], e) for e in events]
+                    due.append(packets[n])
+                elif verdict == "repair":
+                    self._spawn(member.session,
+                                self._repair(member.session, feed, grace=GAP_GRACE))
+            if due:
+                deliver(member.target, due)
+                delivered += len(due)
+        self.delivered += delivered
 
     def catch_up_to(self, scope: str, head: int) -> None:
         """The scope has committed up to `head`: feeds behind it read the store (a write
         whose event was never published, see TaskService)."""
-        for sid, _ in self.sio.manager.get_participants(NAMESPACE, scope):
-            session = self.sessions.get(sid)
-            feed = session.feeds.get(scope) if session is not None else None
-            if session is not None and feed is not None and feed.cursor < head:
-                self._spawn(session, self._catch_up(session, feed, head))
+        for member in tuple(self._members.get(scope, {}).values()):
+            feed = member.feed
+            if feed.cursor < head:
+                self._spawn(member.session, self._catch_up(member.session, feed, head))
 
     async def _catch_up(self, session: Session, feed: Feed, head: int) -> None:
         await asyncio.sleep(GAP_GRACE)  # the event itself may still be on its way

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from engineio import packet as eio_packet
 from test_instances import register
 
 from realtime import keys
@@ -53,6 +54,86 @@ async def test_websocket_sockets_get_direct_frames_polling_ones_the_queue(
         assert [e["seq"] for e in tab.task_events()] == [1, 2, 3, 4, 5]
     assert delivery.direct - direct == 5
     assert delivery.queued - queued == 5
+
+
+class RecordingTransport:
+    """Stands in for a socket's transport in the relay's table, counting its writes."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_a_burst_reaches_each_socket_in_one_write_once_in_order_behind_its_queue(
+        tmp_path: Any, aiohttp_client: Any, openapi_checker: Any, closing: list[Any]) -> None:
+    """Consecutive events of a scope go to a socket as one write (one syscall per socket
+    per burst); a socket that already had part of the run gets only the rest; a socket
+    with packets in engine.io's queue gets the burst through the queue, behind them."""
+    api = Api(await aiohttp_client(create_app(make_config(tmp_path))), openapi_checker)
+    user = await api.as_new_user()
+    scope = f"user:{user.user['id']}"  # type: ignore[attr-defined]
+    url = str(api.client.make_url("/"))
+    tabs = [await Tab(url, user.token).connect(), await Tab(url, user.token).connect()]
+    closing.extend(tabs)
+    gateway, delivery = api.app[keys.SOCKETS], api.app[keys.SOCKETS].delivery
+    members = gateway._members[scope]
+    await eventually(lambda: all(not m.feed.repairing for m in members.values()), 5,
+                     "both feeds live")
+    (first_sid, first), (second_sid, second) = members.items()
+    recorders = {}
+    for member in (first, second):
+        real = delivery._transports[member.target.eio_sid]
+        member.target.transport = recorders[member.target.eio_sid] = RecordingTransport(real)
+    captured: list[dict[str, Any]] = []
+    api.app[keys.BROKER].subscribe(captured.append)
+
+    async def burst(count: int) -> list[dict[str, Any]]:
+        """`count` real writes whose events the relay does not send to our two sockets."""
+        members.clear()
+        del captured[:]
+        for n in range(count):
+            assert (await user.post("/api/tasks", json={"title": f"b{n}"})).status == 201
+        members.update({first_sid: first, second_sid: second})
+        return list(captured)
+
+    events = await burst(5)
+    seqs = [event["seq"] for event in events]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    del members[first_sid]
+    await gateway.relay_many(events[:2])  # the second socket gets the first two ...
+    members[first_sid] = first
+    direct = delivery.direct
+    await gateway.relay_many(events)  # ... then the rest; the first socket all five
+    assert delivery.direct - direct == 5 + 3
+    assert [len(recorders[m.target.eio_sid].writes) for m in (first, second)] == [1, 2]
+    for tab in tabs:
+        await tab.wait_for(lambda _, t=tab: len(t.task_events()) == 5)
+        assert [e["seq"] for e in tab.task_events()] == seqs
+        assert tab.replica.violations == []
+
+    more = await burst(3)
+    queue = first.target.socket.queue
+    probe = gateway.encode("probe", {"n": 1}).encoded
+    queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=probe))
+    queued, writes = delivery.queued, len(recorders[first.target.eio_sid].writes)
+    await gateway.relay_many(more)
+    assert delivery.queued - queued == 3
+    assert len(recorders[first.target.eio_sid].writes) == writes  # none of it overtook
+    first_tab = next(t for t in tabs if t.client.get_sid() == first_sid)
+    await first_tab.wait_for(lambda _: len(first_tab.task_events()) == 8)
+    names = [name for name, _ in first_tab.events]
+    assert names.index("probe") < len(names) - 3
+    assert [name for name in names[names.index("probe") + 1:]] == ["task:created"] * 3
+    for tab in tabs:
+        await tab.wait_for(lambda _, t=tab: len(t.task_events()) == 8)
+        assert [e["seq"] for e in tab.task_events()] == seqs + [e["seq"] for e in more]
 
 
 class SilentClient:

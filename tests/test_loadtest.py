@@ -9,14 +9,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from realtime import cli, keys
-from realtime.delivery import Outgoing
+from realtime.delivery import Outgoing, Target
 from realtime.loadtest import Options, run
 from realtime.loadtest.check import ScopeTrack
 from realtime.loadtest.command import exit_code
@@ -57,7 +57,16 @@ def break_delivery(api: Api, misbehave: Callable[[Callable[..., bool], str, Outg
                 return misbehave(real_send, eio_sid, packet)
         return real_send(eio_sid, packet)
 
+    def deliver(target: Target, packets: Sequence[Outgoing], frames: bytes | None = None
+                ) -> bool:
+        # The relay's burst path, taken apart packet by packet so `nth` counts packets.
+        ok = True
+        for packet in packets:
+            ok = send(target.eio_sid, packet) and ok
+        return ok
+
     delivery.send = send
+    delivery.deliver = deliver
     return touched
 
 
