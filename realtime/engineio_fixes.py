@@ -163,8 +163,9 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
         try:
             await self._sock.prepare(request)
             self.environ = environ
-            # Publish this connection's transport for direct fan-out (realtime/delivery.py).
-            transport = request.transport
+            # Publish this connection's transport for direct fan-out (realtime/delivery.py)
+            # and for the session's own packets (realtime/engineio_lean.py).
+            transport = self.transport = request.transport
             registry: dict[str, Any] = self.server.direct_transports
             if sid is not None and transport is not None:
                 registry[sid] = transport

@@ -13,12 +13,16 @@ Here, per session:
   its waiter lists made only when someone waits;
 - `LeanSocket`, engine.io's socket with two methods replaced:
   * `schedule_ping` arms one `call_later` timer instead of starting a sleeping task;
-  * `_websocket_handler` reads and writes without a `wait_for` around each wait (the
-    upgrade handshake is unchanged). Those timeouts only ever fired for a client that
-    stopped answering pings, and engine.io's service task already closes such a
-    session (`check_ping_timeout`, every socket once per ping_timeout): its close ends
-    the writer, whose websocket close ends the reader.
+  * `_websocket_handler` reads without a `wait_for` around each read, and has no writer
+    task: a put on the queue schedules (call_soon) a flush that writes the queued
+    packets, in order, straight to the connection as websocket frames, as
+    realtime/delivery.py does for events (the upgrade handshake is unchanged). The
+    timeouts only ever fired for a client that stopped answering pings, and engine.io's
+    service task already closes such a session (`check_ping_timeout`, every socket once
+    per ping_timeout): its close queues the end of output, whose websocket close ends
+    the reader.
 The wire protocol is untouched: the same packets, in the same order, at the same times.
+A websocket session now runs on aiohttp's two tasks only (stock: six).
 """
 
 from __future__ import annotations
@@ -26,20 +30,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from .delivery import BINARY, TEXT, ws_frame
+
 
 class PacketQueue:
     """An unbounded FIFO with asyncio.Queue's interface, in ~100 bytes when idle."""
 
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "listener")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
+        self.listener: Callable[[], None] | None = None  # told of every put
         self._getters: list[asyncio.Future[None]] | None = None
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
@@ -54,6 +62,8 @@ class PacketQueue:
         self._items.append(item)
         self._unfinished += 1
         self._wake_a_getter()
+        if self.listener is not None:
+            self.listener()
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
@@ -108,12 +118,15 @@ class PacketQueue:
 
 
 class LeanSocket(AsyncSocket):
-    """engine.io's AsyncSocket with a timer for pings and wait_for-free websocket loops.
+    """engine.io's AsyncSocket with a timer for pings and no task of its own per websocket.
 
     Sessions are created by engine.io as AsyncSocket and re-classed by `adopt` before
     their first ping is scheduled (the class adds no per-instance layout)."""
 
     _ping_timer: asyncio.TimerHandle | None = None
+    _ws_out: tuple[asyncio.Transport, Any] | None = None  # (connection, websocket)
+    _flush_scheduled = False
+    _closer: asyncio.Task[Any] | None = None  # closes the websocket after the last packet
     # engine.io's attributes (BaseSocket.__init__), typed for mypy
     last_ping: float | None
     connected: bool
@@ -159,7 +172,14 @@ class LeanSocket(AsyncSocket):
             self.connected = True
             self.upgraded = True
 
-        writer = asyncio.ensure_future(self._write_forever(ws))
+        transport = getattr(ws, "transport", None)
+        writer = None
+        if transport is None:  # not our websocket wrapper: a writer task, as stock
+            writer = asyncio.ensure_future(self._write_forever(ws))
+        else:
+            self._ws_out = (transport, ws)
+            self.queue.listener = self._flush_soon
+            self._flush_soon()  # what was queued before (OPEN, or packets of the upgrade)
         while True:
             try:
                 data = await websocket_wait()
@@ -175,13 +195,54 @@ class LeanSocket(AsyncSocket):
                 break
             except Exception:
                 self.server.logger.exception("Unknown receive error")
-        self.queue.put_nowait(None)  # ends the writer
-        # aiohttp cancels this handler when the connection drops, and the cancel is passed
-        # on to the writer it waits for. The session must still end here (as stock's,
-        # whose loops swallow it), or engine.io never drops it.
+        self.queue.put_nowait(None)  # the end of output
+        # aiohttp cancels this handler when the connection drops (and passes the cancel on
+        # to the writer it waits for). The session must still end here (as stock's, whose
+        # loops swallow it), or engine.io never drops it.
         with contextlib.suppress(asyncio.CancelledError):
-            await writer
+            if writer is not None:
+                await writer
+            else:
+                self._send_queued()
+                await ws.close()
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    # -- output without a writer task ---------------------------------------------------
+    # Packets put on the queue of a websocket session are written at the next turn of the
+    # loop, straight to the connection as websocket frames (like realtime/delivery.py),
+    # in queue order; a None ends the output and closes the websocket, as stock's writer.
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._ws_out
+        if out is not None and self._send_queued():
+            self._closer = asyncio.ensure_future(out[1].close())
+
+    def _send_queued(self) -> bool:
+        """Write what is queued; True (and no more output) once the None was met."""
+        out = self._ws_out
+        if out is None:
+            return False
+        transport, queue = out[0], self.queue
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                self._ws_out = None
+                queue.listener = None
+                return True
+            if not transport.is_closing():
+                encoded = pkt.encode()
+                if isinstance(encoded, str):
+                    transport.write(ws_frame(encoded.encode(), TEXT))
+                else:
+                    transport.write(ws_frame(encoded, BINARY))
+        return False
 
     async def _upgrade_handshake(self, websocket_wait: Any, ws: Any) -> bool:
         """Polling -> websocket: the probe exchange, exactly as stock."""

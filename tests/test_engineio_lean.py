@@ -1,7 +1,8 @@
 """The leaner Engine.IO sessions (realtime/engineio_lean.py) and the trimmed environ:
 the queue behaves like asyncio.Queue where engine.io relies on it, a websocket session
-runs on three tasks instead of six, heartbeats still ping live clients and close silent
-ones, and a session keeps only the request of its connect."""
+runs on two tasks instead of six (its packets written in order without a writer task),
+heartbeats still ping live clients and close silent ones, and a session keeps only the
+request of its connect."""
 
 from __future__ import annotations
 
@@ -107,17 +108,17 @@ async def stock_server(aiohttp_client: Any) -> Server:
     return Server(await aiohttp_client(app), sio, None)
 
 
-async def test_a_websocket_session_runs_on_three_tasks(
+async def test_a_websocket_session_runs_on_aiohttps_two_tasks_only(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
-    """aiohttp's two (the connection and its request handler) and the writer; stock also
-    keeps a read task, a queue-wait task and a ping task alive per session (measured
-    beside it, so the count is not assumed)."""
+    """The connection's and its request handler's; stock also keeps a writer task, a
+    read task, a queue-wait task and a ping task alive per session (measured beside it,
+    so the count is not assumed)."""
     server = await ours(aiohttp_client, openapi_checker, tmp_path)
     ws, sid = await server.connected()
     socket = server.eio_sockets[sid]
     assert type(socket) is LeanSocket and type(socket.queue) is PacketQueue
     await ws.close()
-    assert await tasks_per_session(server, 10) <= 3
+    assert await tasks_per_session(server, 10) <= 2
     stock = await stock_server(aiohttp_client)
     assert await tasks_per_session(stock, 10) >= 5, "stock got leaner: re-measure"
 
@@ -222,4 +223,30 @@ async def test_an_upgrade_from_polling_still_works(
         if text.startswith("431"):
             assert json.loads(text[3:])[0]["ok"] is True
             break
+    await ws.close()
+
+
+async def test_packets_go_out_in_order_and_the_close_comes_last(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    """Without a writer task: acks in the order of their events; a server-side end of
+    the session sends its notice, then the Socket.IO DISCONNECT."""
+    server = await ours(aiohttp_client, openapi_checker, tmp_path)
+    gateway = server.client.server.app[keys.SOCKETS]
+    ws, _ = await server.connected()
+    for n in range(30):
+        await ws.send_str(f'42{n}["task:create",{{"title":"t{n}"}}]')
+    acks = []
+    while len(acks) < 30:
+        text = await ws.receive_str()
+        if text.startswith("43"):
+            acks.append(int(text[2:text.index("[")]))
+    assert acks == list(range(30))
+    session = next(iter(gateway.sessions.values()))
+    await gateway._end(session, "token_revoked", "this token was revoked")
+    tail: list[str] = []
+    while not tail or tail[-1] != "41":
+        text = await asyncio.wait_for(ws.receive_str(), 5)
+        if not text.startswith('42["task:'):
+            tail.append(text)
+    assert tail[0].startswith('42["session:ended"') and tail[1:] == ["41"], tail
     await ws.close()
