@@ -150,7 +150,7 @@ async def test_heartbeats_keep_a_live_client_and_close_a_silent_one(
     await eventually(lambda: len(pings) >= 3, 10, "three pings answered")
     assert not answering.done(), "the live client was closed"
     gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert all(0.8 <= gap <= 2.0 for gap in gaps), gaps  # one per ping_interval
+    assert all(0.8 <= gap <= 3.0 for gap in gaps), gaps  # one per ping_interval
     answering.cancel()
     await live.close()
 
