@@ -35,6 +35,9 @@ Found against python-engineio 4.x here (see the project guide):
   pending nothing drains it, so the failing POST never got its 400 and its task
   stayed forever. We close without waiting (the queue is woken as above).
 
+Beside the fixes, every session is made leaner in memory (realtime/engineio_lean.py:
+a smaller queue, a timer instead of a task for pings, no wait_for task per read).
+
 The patch replaces entries of this server's copy of the driver table only; the
 module-level table that other servers share is left untouched.
 """
@@ -53,6 +56,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from engineio import exceptions as eio_exceptions
 from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from . import engineio_lean
 
 log = logging.getLogger(__name__)
 CLIENT_PACKET_TYPES = frozenset("1345")  # CLOSE, PONG, MESSAGE, UPGRADE
@@ -158,8 +163,9 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
         try:
             await self._sock.prepare(request)
             self.environ = environ
-            # Publish this connection's transport for direct fan-out (realtime/delivery.py).
-            transport = request.transport
+            # Publish this connection's transport for direct fan-out (realtime/delivery.py)
+            # and for the session's own packets (realtime/engineio_lean.py).
+            transport = self.transport = request.transport
             registry: dict[str, Any] = self.server.direct_transports
             if sid is not None and transport is not None:
                 registry[sid] = transport
@@ -225,6 +231,7 @@ def apply(eio_server: Any) -> None:
     eio_server.attached_websockets = {}
     eio_server.background = set()
     eio_server.invalid_packets = _Throttled()
+    _lean_sessions(eio_server)
 
     on_disconnect = eio_server.handlers["disconnect"]
 
@@ -302,6 +309,22 @@ def close_unconnected(eio_server: Any, seconds: float,
         task.add_done_callback(eio_server.background.discard)
 
     eio_server.handlers["connect"] = connect_with_deadline
+
+
+def _lean_sessions(eio_server: Any) -> None:
+    """Sessions get a PacketQueue and become LeanSockets (realtime/engineio_lean.py):
+    the queue through the server's `create_queue` hook, the class when engine.io hands
+    the new session to the connect handler, before its first ping is scheduled."""
+    eio_server.create_queue = engineio_lean.PacketQueue
+    on_connect = eio_server.handlers["connect"]
+
+    async def connect_lean(sid: str, environ: dict[str, Any]) -> Any:
+        socket = eio_server.sockets.get(sid)
+        if socket is not None:
+            engineio_lean.adopt(socket)
+        return await on_connect(sid, environ)
+
+    eio_server.handlers["connect"] = connect_lean
 
 
 def _ignore_messages_after_close(eio_server: Any) -> None:

@@ -47,6 +47,7 @@ from .config import Config
 from .delivery import Delivery, Outgoing, Target, frames_of
 from .errors import ApiError
 from .feeds import Feed
+from .heads import HeadReader
 from .metrics import Metrics
 from .ratelimit import RateLimits, Rule, client_address, gcra, retry_after
 from .rooms import IndexedManager
@@ -171,6 +172,7 @@ class SocketGateway:
         self._auth: AuthService | None = None
         self._tasks: TaskService | None = None
         self._store: Store | None = None
+        self._heads: HeadReader | None = None
         self._broker: Broker | None = None
         self._limits: RateLimits | None = None
         self._event_rule: Rule | None = None
@@ -198,6 +200,7 @@ class SocketGateway:
     async def start(self, auth: AuthService, tasks: TaskService, store: Store,
                     broker: Broker, limits: RateLimits) -> None:
         self._auth, self._tasks, self._store, self._broker = auth, tasks, store, broker
+        self._heads = HeadReader(store)
         self._limits = limits
         self._event_rule = limits.socket_events
         broker.subscribe(self._enqueue)
@@ -307,6 +310,7 @@ class SocketGateway:
             await self._connect(sid, environ, auth)
         finally:
             self._admission.release()
+        _keep_only_the_request(environ)
         return None
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
@@ -314,7 +318,7 @@ class SocketGateway:
             if self.draining:
                 raise ApiError("unavailable",
                                "this instance is shutting down: connect to another one")
-            auth_service, _, store = self._services()
+            auth_service, _, _ = self._services()
             await self._admit(environ)
             if not isinstance(auth, dict):
                 raise ApiError("unauthorized", "missing token: connect with auth {token}")
@@ -330,13 +334,13 @@ class SocketGateway:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code, **_extra(exc.details)}) from None
         try:
-            await self._join(sid, identity, readable, cursors, store)
+            await self._join(sid, identity, readable, cursors)
         except BaseException:
             self._release(identity.user_id)
             raise
 
     async def _join(self, sid: str, identity: Identity, readable: tuple[str, ...],
-                    cursors: dict[str, int], store: Store) -> None:
+                    cursors: dict[str, int]) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         session = Session(sid, eio_sid, identity)
         assert self._broker is not None
@@ -345,11 +349,14 @@ class SocketGateway:
             await self.sio.enter_room(sid, scope)  # from here on, live events are held
             await self._broker.watch(scope)  # ... and this instance hears the scope
         try:
-            for scope in readable:
-                if scope not in cursors:
-                    # No client state: live from the head as of now, before CONNECT goes
-                    # out, so every change made after the client sees CONNECT reaches it.
-                    session.feeds[scope].cursor = await store.head(scope)
+            fresh = [scope for scope in readable if scope not in cursors]
+            if fresh:
+                # No client state: live from the head as of now, before CONNECT goes
+                # out, so every change made after the client sees CONNECT reaches it.
+                # (Read with the other sockets connecting now: realtime/heads.py.)
+                assert self._heads is not None
+                for scope, head in (await self._heads.heads(fresh)).items():
+                    session.feeds[scope].cursor = head
             eio_socket = self.sio.eio.sockets.get(eio_sid)
             if eio_socket is None or eio_socket.closing or eio_socket.closed:
                 # It went away while we waited: python-socketio will not call
@@ -784,6 +791,16 @@ def _reserved_event(name: str) -> dict[str, Any]:
     return {"ok": False, "error": {
         "code": "invalid", "message": f"{name!r} is a reserved event name",
         "details": {"events": list(CLIENT_EVENTS)}}}
+
+
+def _keep_only_the_request(environ: dict[str, Any]) -> None:
+    """python-socketio keeps the environ of a socket's connect (every HTTP header, as a
+    WSGI dict: ~1.5 kB) as long as the socket lives. Once connected, only the request is
+    read again: by `_admit`, if the client connects the namespace again on this session."""
+    request = environ.get("aiohttp.request")
+    environ.clear()
+    if request is not None:
+        environ["aiohttp.request"] = request
 
 
 def _extra(details: Any) -> dict[str, Any]:

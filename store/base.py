@@ -152,6 +152,9 @@ class Store(Protocol):
     async def head(self, scope: str) -> int:
         """The scope's latest seq (0 for a scope with no change yet)."""
         ...
+    async def heads(self, scopes: Collection[str]) -> dict[str, int]:
+        """`head` of each scope, in one call (the sockets connecting at the same time)."""
+        ...
     async def settled_head(self, scope: str) -> int:
         """The scope's latest seq once every write this store object accepted for it
         before the call has finished, committed or not (how the task service learns

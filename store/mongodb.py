@@ -486,6 +486,17 @@ class MongoStore:
         doc = await self._run(self.scopes.find_one, {"_id": scope}, {"seq": 1})
         return int(doc["seq"]) if doc else 0
 
+    async def heads(self, scopes: Collection[str]) -> dict[str, int]:
+        wanted = list(scopes)
+        heads = dict.fromkeys(wanted, 0)
+        if wanted:
+            docs = await self._run(self._find_heads, wanted)
+            heads.update((doc["_id"], int(doc["seq"])) for doc in docs)
+        return heads
+
+    async def _find_heads(self, scopes: list[str]) -> list[dict[str, Any]]:
+        return [doc async for doc in self.scopes.find({"_id": {"$in": scopes}}, {"seq": 1})]
+
     async def purge(self, tombstones_before: str, now_epoch: float) -> int:
         return await self._run(self._purge, tombstones_before, now_epoch)
 

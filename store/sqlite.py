@@ -394,6 +394,9 @@ class SQLiteStore:
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)
 
+    async def heads(self, scopes: Collection[str]) -> dict[str, int]:
+        return await self._read(_heads, list(scopes))
+
     async def settled_head(self, scope: str) -> int:
         # Through the writer: it runs writes in submission order, so everything queued
         # before this has committed or failed by the time it reads.
@@ -630,6 +633,18 @@ def _sync(db: sqlite3.Connection, scope: str, since: int, limit: int) -> SyncAns
 def _head(db: sqlite3.Connection, scope: str) -> int:
     row = db.execute("SELECT seq FROM scopes WHERE scope = ?", (scope,)).fetchone()
     return int(row[0]) if row else 0
+
+
+HEADS_PER_QUERY = 500  # under SQLite's smallest limit on bound parameters (999)
+
+
+def _heads(db: sqlite3.Connection, scopes: list[str]) -> dict[str, int]:
+    heads = dict.fromkeys(scopes, 0)
+    for start in range(0, len(scopes), HEADS_PER_QUERY):
+        part = scopes[start:start + HEADS_PER_QUERY]
+        heads.update(db.execute(
+            f"SELECT scope, seq FROM scopes WHERE scope IN ({_placeholders(part)})", part))
+    return heads
 
 
 def _purge(db: sqlite3.Connection, tombstones_before: str, now_epoch: float) -> int:

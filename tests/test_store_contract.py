@@ -417,3 +417,15 @@ async def test_the_concurrency_check_catches_seq_allocated_before_commit(
                 await broken.open()
     finally:
         await broken.close()
+
+
+async def test_heads_reads_many_scopes_in_one_call(store: Store) -> None:
+    await make(store, "t1")
+    await store.update_task(["user:u1"], "t1", {"title": "x"}, None, ts(1))
+    await make(store, "t2", owner="u2")
+    assert await store.heads(["user:u1", "user:u2", "user:none"]) == {
+        "user:u1": 2, "user:u2": 1, "user:none": 0}
+    assert await store.heads([]) == {}
+    many = [f"user:x{n}" for n in range(1200)] + ["user:u1"]  # past one query's parameters
+    heads = await store.heads(many)
+    assert len(heads) == 1201 and heads["user:u1"] == 2 and heads["user:x7"] == 0
