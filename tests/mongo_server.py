@@ -45,6 +45,8 @@ from pymongo.errors import PyMongoError
 
 from store import store_from_url
 
+from waiting import poll_until
+
 LISTENING = re.compile(rb"secantus listening on (\S+):(\d+)")
 START_TIMEOUT = 30.0
 
@@ -90,21 +92,25 @@ class MongoServer:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while True:
+        process = self.process
+
+        def listening() -> bool:
             with self.log_path.open("rb") as log:
                 log.seek(offset)
                 found = LISTENING.search(log.read())
             if found:
                 self.port = int(found.group(2))
-                break
-            if self.process.poll() is not None:
-                raise MongoServerError(f"SecantusDB exited with {self.process.returncode}:\n"
-                                       f"{self._log_tail(offset)}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise MongoServerError(f"SecantusDB did not start in {timeout:.0f}s:\n"
-                                       f"{self._log_tail(offset)}")
-            time.sleep(0.05)
+            return found is not None
+
+        def exited() -> str | None:
+            code = process.poll()
+            return None if code is None else f"exited with {code}"
+
+        try:
+            poll_until(listening, timeout, "SecantusDB listening", exited)
+        except AssertionError as exc:
+            self.kill()
+            raise MongoServerError(f"{exc}:\n{self._log_tail(offset)}") from None
         ping(self.uri, timeout=max(1.0, deadline - time.monotonic()))
         return self.uri
 

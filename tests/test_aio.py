@@ -11,14 +11,14 @@ async def test_a_task_that_swallows_a_cancel_is_still_stopped() -> None:
     """What Python 3.11's asyncio.timeout does to a cancel that races its expiry (redis-py's
     get_message(timeout=...) then returns None and the broker's loop goes on)."""
     swallowed = 0
-    running = asyncio.Event()
+    running, never = asyncio.Event(), asyncio.Event()
 
     async def stubborn() -> None:
         nonlocal swallowed
         running.set()
         while True:
             try:
-                await asyncio.sleep(0.01)
+                await never.wait()
             except asyncio.CancelledError:
                 swallowed += 1
                 if swallowed >= 3:

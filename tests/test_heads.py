@@ -19,15 +19,23 @@ class CountingStore:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.go = asyncio.Event()
+        self.begun = asyncio.Event()  # set when a read starts
         self.fail: Exception | None = None
 
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         self.calls.append(list(scopes))
+        self.begun.set()
         read = len(self.calls)
         await self.go.wait()
         if self.fail is not None:
             raise self.fail
         return dict.fromkeys(scopes, read)
+
+
+async def turns(count: int = 10) -> None:
+    """Let everything ready on the loop run (a wrong second read would start here)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 def reader() -> tuple[HeadReader, CountingStore]:
@@ -51,10 +59,10 @@ async def test_an_ask_during_a_read_waits_for_the_next_read() -> None:
     joined its room."""
     heads, store = reader()
     first = asyncio.ensure_future(heads.heads(["user:a"]))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(store.begun.wait(), 5)
     assert len(store.calls) == 1  # under way
     late = asyncio.ensure_future(heads.heads(["user:a", "user:b"]))
-    await asyncio.sleep(0.01)
+    await turns()
     assert len(store.calls) == 1  # held until the read under way ends
     store.go.set()
     assert await first == {"user:a": 1}
@@ -78,7 +86,7 @@ async def test_an_asker_that_gives_up_does_not_cancel_the_others() -> None:
     heads, store = reader()
     quitter = asyncio.ensure_future(heads.heads(["user:a"]))
     stayer = asyncio.ensure_future(heads.heads(["user:a"]))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(store.begun.wait(), 5)
     quitter.cancel()
     store.go.set()
     assert await stayer == {"user:a": 1}

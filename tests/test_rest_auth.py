@@ -19,6 +19,7 @@ from realtime.app import create_app
 from realtime.auth import hashing_slots
 
 from conftest import TEST_SECRET, Api, make_config
+from waiting import eventually
 
 
 def mint(api: Api, user_id: str, *, secret: str = TEST_SECRET, algorithm: str = "HS256",
@@ -272,7 +273,7 @@ async def test_concurrent_logins_hash_no_more_at_once_than_the_slots(api: Api) -
     await api.register(email="many@example.com", password="correct horse")
     auth = api.app[keys.AUTH]
     real, running, most = auth._hasher, [0], [0]
-    lock = threading.Lock()
+    lock, release = threading.Lock(), threading.Event()
 
     class Counting:
         def __getattr__(self, name: str) -> Any:
@@ -283,14 +284,21 @@ async def test_concurrent_logins_hash_no_more_at_once_than_the_slots(api: Api) -
                 running[0] += 1
                 most[0] = max(most[0], running[0])
             try:
-                time.sleep(0.02)  # hold the slot, as a real hash would
+                release.wait(10)  # hold the slot until the test has looked
                 return bool(real.verify(stored, password))
             finally:
                 with lock:
                     running[0] -= 1
 
     auth._hasher = Counting()
-    replies = await asyncio.gather(*(api.post("/api/auth/login", token=None, json={
+    slots = hashing_slots(os.cpu_count())
+    logins = asyncio.gather(*(api.post("/api/auth/login", token=None, json={
         "email": "many@example.com", "password": "correct horse"}) for _ in range(8)))
+    try:
+        await eventually(lambda: running[0] == slots, 10, "every hashing slot taken")
+        assert auth._hashing.locked()  # the other logins wait for a slot, not a thread
+    finally:
+        release.set()
+    replies = await logins
     assert [r.status for r in replies] == [200] * 8
-    assert most[0] == hashing_slots(os.cpu_count())
+    assert most[0] == slots
