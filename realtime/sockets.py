@@ -3,15 +3,16 @@
 One `SocketGateway` per app owns one python-socketio `AsyncServer`. It never
 writes tasks itself: socket writes go through the same `TaskService` as REST, and
 the events they produce come back through the broker to `relay`, which sends
-each event to the sockets of its scope's room, through each socket's `Feed`
+each event to the sockets of its scope, through each socket's `Feed`
 (realtime/feeds.py) so that every socket sees its scopes in seq order, once.
 
 The relay keeps its own membership table (`_members`: scope -> sid -> `Member`, kept
-on connect and disconnect) rather than asking python-socketio for a room's participants
-and looking every one up again: per recipient, the hot loop touches the socket's feed
-and its `Target` and nothing else. It takes every event waiting in its queue at once
-and sends a socket a burst's consecutive events of one scope in one write
-(realtime/delivery.py), so a room of N sockets costs N writes per burst, not per event.
+on connect and disconnect; python-socketio's rooms hold only each socket's own sid)
+rather than asking python-socketio for a room's participants and looking every one up:
+per recipient, the hot loop touches the socket's feed and its `Target` and nothing
+else. It takes every event waiting in its queue at once and sends a socket a burst's
+consecutive events of one scope in one write (realtime/delivery.py), so a room of N
+sockets costs N writes per burst, not per event.
 
 Handlers run inline (`async_handlers=False`): python-socketio then handles a
 socket's packets one after another, so a socket's writes are applied in the
@@ -345,9 +346,11 @@ class SocketGateway:
         session = Session(sid, eio_sid, identity)
         assert self._broker is not None
         for scope in readable:
+            # No python-socketio room per scope: the relay delivers through `_members`
+            # (registered below, after the heads are read; anything relayed meanwhile is
+            # fetched by the catch-up that every new socket runs from its cursor).
             session.feeds[scope] = Feed(scope, cursor=cursors.get(scope, 0))
-            await self.sio.enter_room(sid, scope)  # from here on, live events are held
-            await self._broker.watch(scope)  # ... and this instance hears the scope
+            await self._broker.watch(scope)  # from here on this instance hears the scope
         try:
             fresh = [scope for scope in readable if scope not in cursors]
             if fresh:
