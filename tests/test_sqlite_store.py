@@ -189,3 +189,48 @@ def test_a_read_interrupted_inside_its_transaction_does_not_pin_the_connection(
         reader.run(snapshot_then_long_query, ())
     writer.execute("INSERT INTO t VALUES (2)")
     assert reader.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0], ()) == 2
+
+
+# -- the writer waiting for another process's write lock --------------------------------
+
+
+def test_begin_immediate_waits_for_the_lock_in_short_steps(tmp_path: Path) -> None:
+    from store.sqlite_writer import begin_immediate
+
+    path = tmp_path / "w.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    began = threading.Event()
+
+    def begin() -> None:
+        begin_immediate(writer, patience=10.0)
+        began.set()
+
+    thread = threading.Thread(target=begin)
+    thread.start()
+    assert not began.wait(0.2)  # still waiting while the lock is held
+    holder.execute("COMMIT")
+    assert began.wait(5)  # and in as soon as it is free
+    thread.join(5)
+    assert writer.in_transaction
+    writer.execute("COMMIT")
+    # SQLite's own patience is back for the statements of the transaction
+    assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+
+
+def test_begin_immediate_gives_up_after_its_patience(tmp_path: Path) -> None:
+    from store.sqlite_writer import begin_immediate
+
+    path = tmp_path / "g.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    writer = sqlite3.connect(path, isolation_level=None)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        begin_immediate(writer, patience=0.3)
+    assert 0.2 < time.monotonic() - started < 5
+    assert not writer.in_transaction
+    holder.execute("ROLLBACK")
