@@ -601,9 +601,11 @@ class LoadTest:
         broker): their CPU per write, and no sockets or deliveries."""
         out = watch.summary()
         per_url = len(self.watches) >= len(self.urls)
+        # From the first write until every delivery arrived (not the final state reads)
+        per_write = watch.cpu_seconds_between("writes_start", "drained")
+        if per_write is not None and self.writes.ok:
+            out["cpu_us_per_write"] = round(per_write * 1e6 / self.writes.ok, 1)
         cpu = watch.cpu_seconds_between("writes_start", "checked")
-        if cpu is not None and self.writes.ok:
-            out["cpu_us_per_write"] = round(cpu * 1e6 / self.writes.ok, 1)
         if per_url and index >= len(self.urls):
             out["url"] = None
             out["role"] = "other"
