@@ -308,11 +308,14 @@ def markdown(result: dict[str, Any]) -> str:
                 now = s["cpu"].get(label) or {}
                 text = _f(now.get("cpu_us_per_write"), 0)
                 if previous is not None and label in previous["cpu"]:
-                    before = previous["cpu"][label].get("cpu_cores_writes")
+                    # cores = CPU per write x writes/s (finer than the rounded core figures)
+                    before = previous["cpu"][label].get("cpu_us_per_write")
                     extra = s["achieved"] - previous["achieved"]
-                    if before is not None and now.get("cpu_cores_writes") is not None \
+                    if before is not None and now.get("cpu_us_per_write") is not None \
                             and extra > 0:
-                        text += f" ({(now['cpu_cores_writes'] - before) / extra * 1e6:,.0f})"
+                        more = (now["cpu_us_per_write"] * s["achieved"]
+                                - before * previous["achieved"])
+                        text += f" ({more / extra:,.0f})"
                 return text
 
             lines.append(f"| {run['layout']} | {_f(s['offered'], 0)} | {us('instance 0')} | "
