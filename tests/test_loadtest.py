@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from realtime.loadtest import Options, run
 from realtime.loadtest.check import ScopeTrack
 from realtime.loadtest.command import exit_code
 from realtime.loadtest.report import PLOT_HINT, draw_pngs, render_table
+from realtime.loadtest.tabs import STAGE_SAMPLE_EVERY, Tracker
+from realtime.validation import iso
 
 from conftest import Api
 
@@ -79,7 +83,8 @@ async def test_loadtest_command_passes_on_a_correct_server(api: Api, tmp_path: P
     argv = ["loadtest", "--url", url_of(api), "--sockets", "20", "--users", "5",
             "--rate", "40", "--duration", "2", "--via", "both", "--register",
             "--save-tokens", str(tokens), "--json", str(report_path),
-            "--server-pid", str(os.getpid()), "--quiet", "--settle", "0.2", "--seed", "3"]
+            "--server-pid", str(os.getpid()), "--server-pid", str(os.getpid()),
+            "--quiet", "--settle", "0.2", "--seed", "3"]
     # The real command line, with its own event loop in a thread; the server keeps
     # serving on this one.
     code = await asyncio.to_thread(cli.main, argv)
@@ -98,9 +103,20 @@ async def test_loadtest_command_passes_on_a_correct_server(api: Api, tmp_path: P
     assert latency["count"] == 80 * 4
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     assert report["latency_histogram_ms"]
-    server = report["servers"][0]
+    # one live delivery in 8 split at the envelope's commit time: both stages are there
+    stages = report["stages_ms"]
+    assert stages["sample_every"] == 8
+    assert stages["send_to_ts"]["count"] == stages["ts_to_delivery"]["count"] == 80 * 4 // 8
+    assert stages["send_to_ts"]["p50"] > -1  # ts is truncated to the ms
+    assert 0 < stages["ts_to_delivery"]["p50"] < latency["max"]
+    server, other = report["servers"]
     assert server["readable"] and server["rss_max_mib"] > 0
     assert server["cpu_cores_writes"] is not None
+    assert server["role"] == "server" and server["deliveries"] == 80 * 4
+    assert server["cpu_us_per_write"] > 0
+    # a pid past one per --url is watched as another process of the deployment
+    assert other["role"] == "other" and other["url"] is None and "deliveries" not in other
+    assert other["cpu_us_per_write"] > 0
     correctness = report["correctness"]
     assert correctness["ok"] and correctness["sockets_checked"] == 20
     assert correctness["scopes_checked"] == 5
@@ -110,7 +126,30 @@ async def test_loadtest_command_passes_on_a_correct_server(api: Api, tmp_path: P
     assert report["timeline"] and {"t", "connected", "deliveries", "p99_ms"} <= set(
         report["timeline"][-1])
     assert len(tokens.read_text().splitlines()) == 5
-    assert "PASS" in render_table(report)
+    table = render_table(report)
+    assert "PASS" in table and "commit ts->delivery ms" in table and "us/write" in table
+
+
+def test_a_delivery_is_split_at_the_commit_time() -> None:
+    """Send -> delivery is cut at the envelope's `ts` (wall clock, in ms) on the client's
+    perf_counter scale; the two stages add up to the whole; one delivery in 8 is split."""
+    tracker = Tracker()
+    sent = time.perf_counter()
+    committed = time.time() + 0.012  # the server commits 12 ms after the send
+    ts = iso(datetime.fromtimestamp(committed, UTC))
+    tracker.record_stages(sent, sent + 0.030, ts)
+    (to_ts,), (to_delivery,) = tracker.send_to_ts, tracker.ts_to_delivery
+    assert abs(to_ts - 0.012) < 0.002  # the ms truncation and the two clock reads
+    assert abs(to_ts + to_delivery - 0.030) < 1e-9
+    tracker.record_stages(sent, sent + 0.03, "not a time")
+    assert len(tracker.send_to_ts) == 1
+    tracker.sent_at["m1"] = sent
+    task = {"seq": 1, "title": "x"}
+    for n in range(STAGE_SAMPLE_EVERY * 2):
+        tracker.delivered("user:1", {**task, "seq": n + 1}, sent + 0.01, "m1", 0, ts)
+    tracker.delivered("user:1", {**task, "seq": 99}, sent + 0.01, "m1", 0)  # no ts: a page
+    assert len(tracker.latency) == STAGE_SAMPLE_EVERY * 2 + 1
+    assert len(tracker.send_to_ts) == 1 + 2
 
 
 async def test_users_from_a_tokens_file_with_existing_tasks(api: Api, tmp_path: Path) -> None:

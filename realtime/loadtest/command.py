@@ -78,7 +78,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--server-pid", dest="server_pids", type=int, action="append",
                         default=[], metavar="PID",
                         help="the server's pid on this machine, for its CPU and RSS "
-                        "(several instances: one per --url, in the same order)")
+                        "(several instances: one per --url, in the same order; more pids "
+                        "after those: other processes to watch, e.g. the database)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress lines; only the summary")
     more = parser.add_argument_group("fine tuning")

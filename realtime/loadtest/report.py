@@ -60,6 +60,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                                f"{_n(d['via_sync_pages'])} through {_n(d['sync_pages'])} "
                                "sync pages)"))
     rows.append(("write->delivery ms p50/p95/p99/max", _lat(report["latency_ms"])))
+    stages = report.get("stages_ms") or {}
+    if (stages.get("send_to_ts") or {}).get("count"):
+        every = stages["sample_every"]
+        rows.append((" send->commit ts ms", f"{_lat(stages['send_to_ts'])} "
+                                            f"(1 delivery in {every})"))
+        rows.append((" commit ts->delivery ms", _lat(stages["ts_to_delivery"])))
     drain = report["drain"]
     rows.append(("drain", f"{_n(drain['seconds'], 2)} s after the last write answer"
                           + ("" if drain["complete"] else " (INCOMPLETE: timed out)")))
@@ -70,9 +76,17 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         marks = server.get("rss_marks_mib", {})
         label = server["label"] + (f" ({server['url']})" if len(report["servers"]) > 1
                                    and server.get("url") else "")
+        if server.get("role") == "other":
+            rows.append((label, (
+                f"CPU {_n(server.get('cpu_cores_writes'), 2)} cores during writes "
+                f"(max {_n(server.get('cpu_cores_max'), 2)}), "
+                f"{_n(server.get('cpu_us_per_write'), 0)} us/write; "
+                f"RSS {_n(server.get('rss_max_mib'), 0)} MiB max")))
+            continue
         rows.append((label, (
             f"CPU {_n(server.get('cpu_cores_writes'), 2)} cores during writes "
             f"(max {_n(server.get('cpu_cores_max'), 2)}), "
+            f"{_n(server.get('cpu_us_per_write'), 0)} us/write, "
             f"{_n(server.get('cpu_us_per_delivery'), 1)} us/delivery; "
             f"RSS {_n(marks.get('connect_start'), 0)} -> {_n(marks.get('connected'), 0)} -> "
             f"{_n(server.get('rss_max_mib'), 0)} MiB max "

@@ -30,7 +30,7 @@ from .check import ScopeTrack, Verdict
 from .client import AckTimeout, close_all, connect_many, ws_url_of
 from .procstat import MachineWatch, ProcessWatch, loadavg
 from .stats import LoopLag, latency_summary, percentile
-from .tabs import TITLE_TAG, LoadSocket, Tracker
+from .tabs import STAGE_SAMPLE_EVERY, TITLE_TAG, LoadSocket, Tracker
 from .users import (
     ScopeState,
     SetupError,
@@ -561,6 +561,13 @@ class LoadTest:
                 "expected_per_write": _round(o.sockets / max(1, o.user_count), 2),
             },
             "latency_ms": latency_summary(tracker.latency),
+            # The write -> delivery latency of one live delivery in N, split at the
+            # envelope's `ts` (same machine only: the two clocks must agree).
+            "stages_ms": {
+                "sample_every": STAGE_SAMPLE_EVERY,
+                "send_to_ts": latency_summary(tracker.send_to_ts),
+                "ts_to_delivery": latency_summary(tracker.ts_to_delivery),
+            },
             "latency_histogram_ms": tracker.histogram.buckets_ms(),
             "drain": {"seconds": _round(self.times.get("drain_s")), "complete": self.drained},
             "servers": [self._server_summary(i, w) for i, w in enumerate(self.watches)],
@@ -589,18 +596,29 @@ class LoadTest:
                     self.machine.cpu_stall_share("writes_start", "writes_done"))}
 
     def _server_summary(self, index: int, watch: ProcessWatch) -> dict[str, Any]:
-        """One --server-pid; with one pid per --url (same order), its own sockets' share."""
+        """One --server-pid; with one pid per --url (same order), its own sockets' share.
+        Pids past one per --url are other processes of the deployment (a database, a
+        broker): their CPU per write, and no sockets or deliveries."""
         out = watch.summary()
-        per_url = len(self.watches) == len(self.urls)
+        per_url = len(self.watches) >= len(self.urls)
+        # From the first write until every delivery arrived (not the final state reads)
+        per_write = watch.cpu_seconds_between("writes_start", "drained")
+        if per_write is not None and self.writes.ok:
+            out["cpu_us_per_write"] = round(per_write * 1e6 / self.writes.ok, 1)
+        cpu = watch.cpu_seconds_between("writes_start", "checked")
+        if per_url and index >= len(self.urls):
+            out["url"] = None
+            out["role"] = "other"
+            return out
         deliveries = self.tracker.by_url[index] if per_url else self.tracker.deliveries
         connected = (sum(1 for s in self.sockets if s.was_connected and s.url_index == index)
                      if per_url else self.connected_count)
         out["url"] = self.urls[index] if per_url else None
+        out["role"] = "server"
         out["deliveries"] = deliveries
         before, after = watch.marks.get("connect_start"), watch.marks.get("connected")
         if before is not None and after is not None and connected:
             out["kib_per_socket"] = round((after - before) / connected, 1)
-        cpu = watch.cpu_seconds_between("writes_start", "checked")
         if cpu is not None and deliveries:
             out["cpu_us_per_delivery"] = round(cpu * 1e6 / deliveries, 1)
         return out

@@ -7,6 +7,7 @@ import random
 import time
 from array import array
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,10 @@ from .users import User
 
 TASK_EVENTS = frozenset(("task:created", "task:updated", "task:deleted"))
 TITLE_TAG = "lt "  # titles are "lt <mutation id>": a sync page's change names its write
+# One live delivery in this many (of a write of this run) is split into stages at the
+# envelope's `ts`: parsing an ISO time costs a few microseconds, too much for every delivery.
+STAGE_SAMPLE_EVERY = 8
+HALF_MS = 0.0005  # `ts` is truncated to the millisecond: its middle is the unbiased guess
 
 
 class Tracker:
@@ -29,6 +34,11 @@ class Tracker:
         self.latency = array("d")  # seconds, one per delivery of a write of this run
         self.latency_at = array("d")  # when it was received (seconds since t0)
         self.histogram = LogHistogram()
+        # The sampled deliveries' two stages (seconds), around the envelope's `ts` (the
+        # server's commit time, DESIGN.md section 3): client send -> ts, ts -> received.
+        self.send_to_ts = array("d")
+        self.ts_to_delivery = array("d")
+        self._stage_countdown = STAGE_SAMPLE_EVERY
         self.deliveries = 0
         self.by_url: Counter[int] = Counter()  # deliveries to the sockets of each --url
         self.page_deliveries = 0
@@ -50,8 +60,23 @@ class Tracker:
         self.latency_at.append(now - self.t0)
         self.histogram.add(value)
 
-    def delivered(self, scope: str, task: Any, now: float, origin: Any, url: int) -> Any:
-        """Count one delivery of `task`; returns the task to keep (shared between sockets)."""
+    def record_stages(self, sent: float, now: float, ts: Any) -> None:
+        """Split send -> delivery at the server's `ts`. Client and server must share a
+        clock (one machine): `ts` is wall-clock time, `sent` and `now` perf_counter's, so
+        they are mapped through the wall clock's offset read now (drift over the few
+        milliseconds of one write is nothing)."""
+        try:
+            committed = datetime.fromisoformat(ts).timestamp() + HALF_MS
+        except (TypeError, ValueError):
+            return
+        committed -= time.time() - time.perf_counter()  # on perf_counter's scale
+        self.send_to_ts.append(committed - sent)
+        self.ts_to_delivery.append(now - committed)
+
+    def delivered(self, scope: str, task: Any, now: float, origin: Any, url: int,
+                  ts: Any = None) -> Any:
+        """Count one delivery of `task`; returns the task to keep (shared between sockets).
+        `ts`: the live event's commit time (a sync page's changes have none)."""
         self.deliveries += 1
         self.by_url[url] += 1
         if self.first_delivery is None:
@@ -72,6 +97,11 @@ class Tracker:
                 sent = self.sent_at.get(title[len(TITLE_TAG):])
         if sent is not None:
             self.record_latency(sent, now)
+            if ts is not None:
+                self._stage_countdown -= 1
+                if self._stage_countdown <= 0:
+                    self._stage_countdown = STAGE_SAMPLE_EVERY
+                    self.record_stages(sent, now, ts)
         return canon
 
 
@@ -131,7 +161,8 @@ class LoadSocket(SioClient):
             if bad or not isinstance(scope, str) or not isinstance(seq, int):
                 self._malformed(f"{name} {str(data)[:120]}")
                 return
-            kept = tracker.delivered(scope, task, now, data.get("origin"), self.url_index)
+            kept = tracker.delivered(scope, task, now, data.get("origin"), self.url_index,
+                                     data.get("ts"))
             self.track(scope, seq).event(seq, kept)
         elif name == "sync":
             self._page(data, now)
