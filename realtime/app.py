@@ -93,6 +93,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = app[keys.TASKS] = TaskService(app[keys.STORE], app[keys.BROKER])
     yield
     await tasks.close()
+    await auth.close()
 
 
 async def _sockets_ctx(app: web.Application) -> AsyncIterator[None]:
