@@ -1,15 +1,17 @@
 """Scope heads for connecting sockets, read for many connects in one store call.
 
 A socket that connects without a cursor starts live from its scope's head, read after
-it joined the scope's room (realtime/sockets.py `_join`). One read per connect meant one
-thread-pool hop per connect, which was a quarter of the server's CPU in a connect storm.
-Here the heads asked for while no read is under way are read together at the next turn
-of the loop, and those asked for during a read are read together right after it: one
-hop per batch (like the store's group commit for writes).
+this instance began watching the scope (realtime/sockets.py `_join`). One read per
+connect meant one store round trip per connect, which was a quarter of the server's CPU
+in a connect storm. Here the heads asked for while no read is under way are read
+together at the next turn of the loop, and those asked for during a read are read
+together right after it: one call per batch (like the store's group commit for writes).
 
 Exactness is kept: every head handed out was read after it was asked for, so after the
-asking socket joined the room; a change committed after the read reaches that socket
-live, and one committed before it is older than the head.
+asking socket's instance was watching the scope. A change committed before the read is
+older than the head; one committed after it is relayed here, and if that happens before
+the socket is registered with the relay, the catch-up every new socket runs from its
+cursor fetches it from the store.
 """
 
 from __future__ import annotations
