@@ -19,10 +19,10 @@ from .errortracking import init_error_tracking
 
 def _serve(config: Config) -> int:
     import uvloop
-    from aiohttp import web
 
     from . import drain
     from .app import create_app
+    from .runner import run_app
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     mode = "production" if config.production else "development"
@@ -35,9 +35,8 @@ def _serve(config: Config) -> int:
         app.on_startup.append(_tune_gc(config.gc_gen0))
     app.on_startup.append(drain.on_sigterm(app))
     try:
-        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None,
-                    backlog=config.backlog,
-                    shutdown_timeout=drain.budgets(config.drain_timeout)[1])
+        run_app(app, host=config.host, port=config.port, access_log=None,
+                backlog=config.backlog, shutdown_timeout=drain.budgets(config.drain_timeout)[1])
     except (ApiError, ValueError, OSError) as exc:
         # The store or broker refused at start-up, or the port is taken: one clear line.
         print(f"taskmaster: cannot start: {exc}", file=sys.stderr)

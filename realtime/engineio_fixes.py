@@ -57,7 +57,7 @@ from aiohttp import WSMsgType, web
 from engineio import exceptions as eio_exceptions
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from . import engineio_lean
+from . import engineio_lean, wsfront
 
 log = logging.getLogger(__name__)
 CLIENT_PACKET_TYPES = frozenset("1345")  # CLOSE, PONG, MESSAGE, UPGRADE
@@ -147,7 +147,10 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
     """engine.io's aiohttp WebSocket wrapper: no permessage-deflate, one websocket per
     session, a bounded upgrade, and invalid packets end the session."""
 
-    async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        native = environ.get(wsfront.NATIVE)
+        if native is not None:
+            return await self._serve_native(native, environ)
         request = environ["aiohttp.request"]
         socket = getattr(self.handler, "__self__", None)
         sid = getattr(socket, "sid", None)
@@ -180,6 +183,21 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
             if socket is not None and socket.upgrading and not socket.upgraded:
                 socket.upgrading = False  # a failed upgrade: polling goes on
         return self._sock
+
+    async def _serve_native(self, conn: wsfront.FrontProtocol, environ: dict[str, Any]) -> Any:
+        """A new session straight over websocket, on realtime/wsfront.py's connection:
+        the 101, then the session reads from and writes to that connection directly."""
+        socket = getattr(self.handler, "__self__", None)
+        if not isinstance(socket, engineio_lean.LeanSocket):  # pragma: no cover  # adopt()
+            raise TypeError("a native websocket needs a LeanSocket session")
+        try:
+            conn.accept(socket, environ)
+        except OSError:  # the client left during the handshake
+            await socket.close(wait=False, abort=True,
+                               reason=self.server.reason.TRANSPORT_CLOSE)
+            return wsfront.ACCEPTED
+        socket.attach_native(conn)
+        return wsfront.ACCEPTED
 
     async def wait(self) -> str | bytes:
         socket = getattr(self, "_socket", None)
@@ -218,14 +236,24 @@ def apply(eio_server: Any) -> None:
     """Install the work-arounds on one engineio.AsyncServer."""
     limit = eio_server.max_http_buffer_size
     translate = eio_server._async["translate_request"]
+    make_response = eio_server._async["make_response"]
 
-    def translate_request(request: web.Request) -> dict[str, Any]:
+    def translate_request(request: web.Request | wsfront.NativeRequest) -> dict[str, Any]:
+        if isinstance(request, wsfront.NativeRequest):
+            return request.environ
         environ: dict[str, Any] = translate(request)
         environ["wsgi.input"] = _CheckedBody(request, limit)
         environ["wsgi.errors"] = sys.stderr
         return environ
 
+    def make_native_or_aiohttp_response(status: str, headers: list[tuple[str, str]],
+                                        payload: bytes, environ: dict[str, Any]) -> Any:
+        if wsfront.NATIVE in environ:
+            return wsfront.NativeResponse(status, headers, payload)
+        return make_response(status, headers, payload, environ)
+
     eio_server._async = {**eio_server._async, "translate_request": translate_request,
+                         "make_response": make_native_or_aiohttp_response,
                          "websocket": _PlainWebSocket}
     eio_server.direct_transports = {}
     eio_server.attached_websockets = {}

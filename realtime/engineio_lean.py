@@ -155,6 +155,15 @@ class LeanSocket(AsyncSocket):
             timer.cancel()  # frees the session now rather than at the next ping
         await super().close(wait=wait, abort=abort, reason=reason)
 
+    def attach_native(self, conn: Any) -> None:
+        """The session's websocket is realtime/wsfront.py's connection: no read loop here
+        (the connection hands packets to `receive`), output straight to its transport."""
+        self.connected = True
+        self.upgraded = True
+        self._ws_out = (conn.transport, conn)
+        self.queue.listener = self._flush_soon
+        self._flush_soon()  # the OPEN packet, queued before the websocket existed
+
     async def _websocket_handler(self, ws: Any) -> None:
         """Stock's, minus the wait_for around every read and every queue wait."""
         limit = self.server.max_http_buffer_size

@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -337,12 +337,17 @@ def retry_after(seconds: float) -> int:
 
 def client_address(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> str:
     """Whom to count a request against: see the module docstring."""
-    peer = request.remote or "unknown"
+    return address_of(request.remote, request.headers.getall("X-Forwarded-For", ()), trusted)
+
+
+def address_of(remote: str | None, forwarded: Iterable[str],
+               trusted: tuple[IPNetwork, ...]) -> str:
+    """`client_address` from the peer's address and the X-Forwarded-For header values."""
+    peer = remote or "unknown"
     if trusted:
         address = _parse(peer)
         if address is not None and _trusted(address, trusted):
-            hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ())
-                    for hop in value.split(",")]
+            hops = [hop.strip() for value in forwarded for hop in value.split(",")]
             for hop in reversed(hops):
                 hop_address = _parse(hop)
                 if hop_address is None:

@@ -41,7 +41,7 @@ from socketio.msgpack_packet import MsgPackPacket
 
 from store import Store, SyncAnswer
 
-from . import engineio_fixes, scopes, validation
+from . import engineio_fixes, scopes, validation, wsfront
 from .auth import AuthService, Identity
 from .broker import Broker, Event
 from .config import Config
@@ -264,8 +264,10 @@ class SocketGateway:
         limits = self._limits
         if limits is None:
             raise ApiError("unavailable", "the server is starting")
-        request = environ.get("aiohttp.request")
-        address = client_address(request, limits.trusted) if request is not None else "?"
+        address = environ.get(wsfront.ADDRESS)  # computed by a native handshake
+        if address is None:
+            request = environ.get("aiohttp.request")
+            address = client_address(request, limits.trusted) if request is not None else "?"
         wait = await limits.connection(address)
         if wait > 0:
             seconds = retry_after(wait)
@@ -798,12 +800,13 @@ def _reserved_event(name: str) -> dict[str, Any]:
 
 def _keep_only_the_request(environ: dict[str, Any]) -> None:
     """python-socketio keeps the environ of a socket's connect (every HTTP header, as a
-    WSGI dict: ~1.5 kB) as long as the socket lives. Once connected, only the request is
-    read again: by `_admit`, if the client connects the namespace again on this session."""
-    request = environ.get("aiohttp.request")
+    WSGI dict: ~1.5 kB) as long as the socket lives. Once connected, only the request (or
+    a native handshake's address) is read again: by `_admit`, if the client connects the
+    namespace again on this session."""
+    kept = [(key, environ[key]) for key in ("aiohttp.request", wsfront.ADDRESS)
+            if key in environ]
     environ.clear()
-    if request is not None:
-        environ["aiohttp.request"] = request
+    environ.update(kept)
 
 
 def _extra(details: Any) -> dict[str, Any]:

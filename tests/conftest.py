@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,13 @@ import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from handlers.openapi import openapi_document
 from realtime.app import create_app
 from realtime.config import Config, load_config
+from realtime.runner import FrontRunner
 
 
 def _restore_hypothesis_reports() -> None:
@@ -199,6 +201,28 @@ class Api:
 
 
 AppFactory = Callable[..., Any]
+
+
+class FrontTestServer(TestServer):
+    """The app served the way `taskmaster serve` serves it: realtime/wsfront.py in front of
+    every connection (websocket connects served natively, the rest by aiohttp)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return FrontRunner(self.app, **kwargs)
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Callable[..., Awaitable[TestClient]]:
+    """pytest-aiohttp's, with apps served by FrontTestServer."""
+
+    async def serve(app_or_server: Any, *, server_kwargs: dict[str, Any] | None = None,
+                    **kwargs: Any) -> TestClient:
+        if isinstance(app_or_server, web.Application):
+            app_or_server = FrontTestServer(app_or_server, **(server_kwargs or {}))
+        client: TestClient = await aiohttp_client(app_or_server, **kwargs)
+        return client
+
+    return serve
 
 
 @pytest.fixture
