@@ -190,13 +190,15 @@ class _PlainWebSocket(eio_aiohttp.WebSocket):
         socket = getattr(self.handler, "__self__", None)
         if not isinstance(socket, engineio_lean.LeanSocket):  # pragma: no cover  # adopt()
             raise TypeError("a native websocket needs a LeanSocket session")
+        if socket.connected or socket.upgrading:  # pragma: no cover  # wsfront serves no sid
+            raise RuntimeError("a native websocket is for a new session only")
         try:
-            conn.accept(socket, environ)
+            head = conn.accept(socket, environ)
         except OSError:  # the client left during the handshake
             await socket.close(wait=False, abort=True,
                                reason=self.server.reason.TRANSPORT_CLOSE)
             return wsfront.ACCEPTED
-        socket.attach_native(conn)
+        socket.attach_native(conn, head)
         return wsfront.ACCEPTED
 
     async def wait(self) -> str | bytes:

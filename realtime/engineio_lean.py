@@ -155,14 +155,21 @@ class LeanSocket(AsyncSocket):
             timer.cancel()  # frees the session now rather than at the next ping
         await super().close(wait=wait, abort=abort, reason=reason)
 
-    def attach_native(self, conn: Any) -> None:
+    def attach_native(self, conn: Any, head: bytes) -> None:
         """The session's websocket is realtime/wsfront.py's connection: no read loop here
-        (the connection hands packets to `receive`), output straight to its transport."""
+        (the connection hands packets to `receive`), output straight to its transport.
+        `head` (the 101) goes out in one write with what is queued (the OPEN packet)."""
         self.connected = True
         self.upgraded = True
-        self._ws_out = (conn.transport, conn)
+        transport = conn.transport
+        self._ws_out = (transport, conn)
         self.queue.listener = self._flush_soon
-        self._flush_soon()  # the OPEN packet, queued before the websocket existed
+        frames, ended = self._take_frames()
+        transport.write(head + frames)
+        if ended:  # closed while connecting: as _flush does at the end of output
+            self._ws_out = None
+            self.queue.listener = None
+            self._closer = asyncio.ensure_future(conn.close())
 
     async def _websocket_handler(self, ws: Any) -> None:
         """Stock's, minus the wait_for around every read and every queue wait."""
@@ -233,25 +240,34 @@ class LeanSocket(AsyncSocket):
             self._closer = asyncio.ensure_future(out[1].close())
 
     def _send_queued(self) -> bool:
-        """Write what is queued; True (and no more output) once the None was met."""
+        """Write what is queued, in one write; True (and no more output) once the None
+        was met."""
         out = self._ws_out
         if out is None:
             return False
-        transport, queue = out[0], self.queue
+        frames, ended = self._take_frames()
+        if frames and not out[0].is_closing():
+            out[0].write(frames)
+        if ended:
+            self._ws_out = None
+            self.queue.listener = None
+        return ended
+
+    def _take_frames(self) -> tuple[bytes, bool]:
+        """The queued packets as websocket frames, and whether the end (None) was met."""
+        queue = self.queue
+        frames: list[bytes] = []
         while not queue.empty():
             pkt = queue.get_nowait()
             queue.task_done()
             if pkt is None:
-                self._ws_out = None
-                queue.listener = None
-                return True
-            if not transport.is_closing():
-                encoded = pkt.encode()
-                if isinstance(encoded, str):
-                    transport.write(ws_frame(encoded.encode(), TEXT))
-                else:
-                    transport.write(ws_frame(encoded, BINARY))
-        return False
+                return b"".join(frames), True
+            encoded = pkt.encode()
+            if isinstance(encoded, str):
+                frames.append(ws_frame(encoded.encode(), TEXT))
+            else:
+                frames.append(ws_frame(encoded, BINARY))
+        return b"".join(frames), False
 
     async def _upgrade_handshake(self, websocket_wait: Any, ws: Any) -> bool:
         """Polling -> websocket: the probe exchange, exactly as stock."""

@@ -33,7 +33,6 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.tcp_helpers import tcp_nodelay
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
@@ -219,8 +218,12 @@ class FrontProtocol(asyncio.Protocol):
         path, _, query = target.partition("?")
         if path != self._front.path:
             return None
-        params = urllib.parse.parse_qs(query)
-        if params.get("transport") != ["websocket"] or "sid" in params:
+        if "%" in query or "+" in query or "sid" in query:  # the general case: as engine.io
+            params = urllib.parse.parse_qs(query)
+            if params.get("transport") != ["websocket"] or "sid" in params:
+                return None
+        elif [p for p in query.split("&") if p.startswith("transport=")] != \
+                ["transport=websocket"]:
             return None
         environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path,
                                    "QUERY_STRING": query, "RAW_URI": target,
@@ -292,18 +295,18 @@ class FrontProtocol(asyncio.Protocol):
         transport.write("".join(head).encode("latin-1") + b"\r\n" + answer.body)
         transport.close()
 
-    def accept(self, socket: LeanSocket, environ: dict[str, Any]) -> None:
-        """Called by engine.io's websocket wrapper once the session exists: the 101, and
-        from now on this object is the session's websocket."""
+    def accept(self, socket: LeanSocket, environ: dict[str, Any]) -> bytes:
+        """Called by engine.io's websocket wrapper once the session exists: from now on
+        this object is the session's websocket. Returns the 101, for the session to write
+        together with its first packets (one write, one TCP segment). (No TCP_NODELAY
+        call: asyncio and uvloop set it on every TCP connection.)"""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise OSError("the connection closed during the handshake")
         key = _accept_key(environ["HTTP_SEC_WEBSOCKET_KEY"])
-        transport.write((
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {key}\r\n"
-            f"{self._front.extra_headers}\r\n").encode("latin-1"))
-        tcp_nodelay(transport, True)
+        head = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {key}\r\n"
+                f"{self._front.extra_headers}\r\n").encode("latin-1")
         self.socket = socket
         self._state = OPEN
         front = self._front
@@ -312,6 +315,7 @@ class FrontProtocol(asyncio.Protocol):
         eio = front.eio
         eio.direct_transports[socket.sid] = transport
         eio.attached_websockets[socket.sid] = self
+        return head
 
     # -- frames ---------------------------------------------------------------------
 
