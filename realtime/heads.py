@@ -4,8 +4,9 @@ A socket that connects without a cursor starts live from its scope's head, read 
 this instance began watching the scope (realtime/sockets.py `_join`). One read per
 connect meant one store round trip per connect, which was a quarter of the server's CPU
 in a connect storm. Here the heads asked for while no read is under way are read
-together at the next turn of the loop, and those asked for during a read are read
-together right after it: one call per batch (like the store's group commit for writes).
+together at the next turn of the loop (by a task that takes its batch when it starts),
+and those asked for during a read are read together right after it: one call per batch
+(like the store's group commit for writes).
 
 Exactness is kept: every head handed out was read after it was asked for, so after the
 asking socket's instance was watching the scope. A change committed before the read is
@@ -33,23 +34,28 @@ class HeadReader:
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         """The current head of each scope, read after this call began."""
         loop = asyncio.get_running_loop()
-        if not self._waiting and not self._reading:
-            loop.call_soon(self._start)
         futures = {}
         for scope in scopes:
             future = self._waiting.get(scope)
             if future is None:
                 future = self._waiting[scope] = loop.create_future()
             futures[scope] = future
+        if not self._reading:
+            self._start()
         # shield: one caller giving up must not cancel the answer the others wait for
         return {scope: await asyncio.shield(future) for scope, future in futures.items()}
 
     def _start(self) -> None:
+        """A read task, which takes its batch when it first runs (the next turn of the
+        loop): everyone who asked until then."""
         if self._reading or not self._waiting:
             return
-        batch, self._waiting = self._waiting, {}
         self._reading = True
-        self._task = asyncio.ensure_future(self._read(batch))
+        self._task = asyncio.ensure_future(self._read_next())
+
+    async def _read_next(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        await self._read(batch)
 
     async def _read(self, batch: dict[str, asyncio.Future[int]]) -> None:
         try:

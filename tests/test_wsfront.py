@@ -48,6 +48,13 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+def upgrade_request(path: str = WS, key: bytes | None = None, extra: str = "") -> bytes:
+    key = key or base64.b64encode(os.urandom(16))
+    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+
+
 class Raw:
     """A websocket client on a bare TCP connection."""
 
@@ -58,13 +65,6 @@ class Raw:
     async def connect(cls, client: TestClient) -> Raw:
         reader, writer = await asyncio.open_connection(client.host, client.port)
         return cls(reader, writer)
-
-    def request(self, path: str = WS, key: bytes | None = None,
-                extra: str = "") -> bytes:
-        key = key or base64.b64encode(os.urandom(16))
-        return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
 
     async def head(self) -> tuple[int, dict[str, str]]:
         raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
@@ -80,7 +80,7 @@ class Raw:
     async def handshake(self, path: str = WS) -> str:
         """Upgrade; the Engine.IO session id from the OPEN packet."""
         key = base64.b64encode(os.urandom(16))
-        self.writer.write(self.request(path, key))
+        self.writer.write(upgrade_request(path, key))
         status, headers = await self.head()
         assert status == 101, (status, headers)
         expected = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
@@ -124,6 +124,17 @@ async def served(aiohttp_client: Any, checker: OpenAPIChecker, tmp_path: Path,
                  **overrides: Any) -> tuple[Api, Api]:
     api = Api(await aiohttp_client(create_app(make_config(tmp_path, **overrides))), checker)
     return api, await api.as_new_user()
+
+
+async def status_of(api: Api, *chunks: bytes) -> int:
+    """Send a request (in these pieces), read the answer's status, hang up."""
+    raw = await Raw.connect(api.client)
+    for chunk in chunks:
+        raw.writer.write(chunk)
+        await raw.writer.drain()
+    status, _ = await raw.head()
+    raw.close()
+    return status
 
 
 def front_of(client: TestClient) -> wsfront.Front:
@@ -208,37 +219,25 @@ async def test_requests_the_front_does_not_serve_get_aiohttps_answers(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path,
         path: str) -> None:
     api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
-    raw = await Raw.connect(api.client)
-    raw.writer.write(raw.request(path))
-    status, _ = await raw.head()
+    status = await status_of(api, upgrade_request(path))
     assert status in (200, 400)  # engine.io's answer, through aiohttp: not a 101
     assert front_of(api.client).accepted == 0
-    raw.close()
 
 
 async def test_a_head_that_arrives_byte_by_byte_is_served(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
-    raw = await Raw.connect(api.client)
-    key = base64.b64encode(os.urandom(16))
-    for byte in raw.request(WS, key):
-        raw.writer.write(bytes([byte]))
-        await raw.writer.drain()
-    status, _ = await raw.head()
+    status = await status_of(api, *(bytes([byte]) for byte in upgrade_request()))
     assert status == 101
     assert front_of(api.client).accepted == 1
-    raw.close()
 
 
 async def test_a_head_too_long_goes_to_aiohttp_and_is_refused(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
-    raw = await Raw.connect(api.client)
-    raw.writer.write(raw.request(WS, extra="X-Padding: " + "a" * 20_000 + "\r\n"))
-    status, _ = await raw.head()
+    status = await status_of(api, upgrade_request(extra="X-Padding: " + "a" * 20_000 + "\r\n"))
     assert 400 <= status < 500
     assert front_of(api.client).accepted == 0
-    raw.close()
 
 
 async def test_refused_handshakes_get_engineio_answers_and_a_close(
@@ -247,7 +246,7 @@ async def test_refused_handshakes_get_engineio_answers_and_a_close(
     for path, extra in [("/socket.io/?EIO=3&transport=websocket", ""),
                         (WS, "Origin: https://evil.example\r\n")]:
         raw = await Raw.connect(api.client)
-        raw.writer.write(raw.request(path, extra=extra))
+        raw.writer.write(upgrade_request(path, extra=extra))
         status, headers = await raw.head()
         assert status == 400, path
         assert headers["connection"] == "close"
@@ -261,7 +260,7 @@ async def test_the_101_carries_the_security_headers(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
     raw = await Raw.connect(api.client)
-    raw.writer.write(raw.request())
+    raw.writer.write(upgrade_request())
     status, headers = await raw.head()
     assert status == 101
     assert headers["server"] == "TaskMaster"
