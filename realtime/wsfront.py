@@ -50,7 +50,10 @@ MAX_HEAD = 8192  # bytes of request head read before giving the connection to ai
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 CLOSE, PING, PONG = 0x8, 0x9, 0xA
 CLOSE_TIMEOUT = 2.0  # seconds a closing websocket waits for the client's close frame
-INBOX_HIGH = 64  # packets waiting to be handled before the socket stops being read
+# Packets (or bytes of packets) waiting to be handled before the socket stops being read,
+# as aiohttp's reader pauses past its queue limit: a flooding client waits on TCP.
+INBOX_HIGH = 64
+INBOX_HIGH_BYTES = 1 << 16
 SNIFF, HANDSHAKE, OPEN, CLOSING, DONE = range(5)
 
 
@@ -140,7 +143,8 @@ def _accept_key(key: str) -> str:
 
 class FrontProtocol(asyncio.Protocol):
     __slots__ = ("_buf", "_closer", "_fragments", "_fragments_size", "_front", "_inbox",
-                 "_opcode", "_paused", "_reader", "_state", "socket", "transport")
+                 "_inbox_bytes", "_opcode", "_paused", "_reader", "_state", "socket",
+                 "transport")
 
     def __init__(self, front: Front) -> None:
         self._front = front
@@ -149,6 +153,7 @@ class FrontProtocol(asyncio.Protocol):
         self._state = SNIFF
         self.socket: LeanSocket | None = None
         self._inbox: list[str | bytes] = []
+        self._inbox_bytes = 0
         self._reader: asyncio.Task[None] | None = None
         self._fragments: list[bytes] | None = None
         self._fragments_size = 0
@@ -165,6 +170,8 @@ class FrontProtocol(asyncio.Protocol):
         state = self._state
         if state in (OPEN, CLOSING):
             self._frames(data)
+            return
+        if state == DONE:  # failed: nothing more is read
             return
         self._buf += data
         if state == HANDSHAKE:  # a client waits for the 101: this much is not a client
@@ -402,9 +409,11 @@ class FrontProtocol(asyncio.Protocol):
                 self._fail(1002, b"invalid packet")
                 return
         self._inbox.append(data)
+        self._inbox_bytes += len(payload)
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._handle_inbox())
-        if len(self._inbox) >= INBOX_HIGH and not self._paused and self.transport is not None:
+        if (len(self._inbox) >= INBOX_HIGH or self._inbox_bytes >= INBOX_HIGH_BYTES) and \
+                not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
@@ -415,7 +424,9 @@ class FrontProtocol(asyncio.Protocol):
         try:
             while inbox and socket is not None:
                 data = inbox.pop(0)
-                if self._paused and len(inbox) < INBOX_HIGH // 2 and self.transport:
+                self._inbox_bytes -= len(data)  # str or bytes: near enough for a bound
+                if self._paused and len(inbox) < INBOX_HIGH // 2 and \
+                        self._inbox_bytes < INBOX_HIGH_BYTES // 2 and self.transport:
                     self._paused = False
                     self.transport.resume_reading()
                 try:
@@ -443,7 +454,13 @@ class FrontProtocol(asyncio.Protocol):
         self._end_session()
 
     def _fail(self, code: int, reason: bytes) -> None:
+        """A protocol error: our close frame, then the connection ends at once (RFC 6455
+        7.1.7, "fail the connection"); nothing more is read from it."""
         self.close_native(code, reason)
+        self._state = DONE
+        self._buf.clear()
+        if self.transport is not None:
+            self.transport.close()  # after what is buffered, the close frame included
         self._end_session()
 
     def close_native(self, code: int, reason: bytes) -> None:
@@ -486,6 +503,7 @@ class FrontProtocol(asyncio.Protocol):
         if eio.direct_transports.get(sid) is self.transport:
             eio.direct_transports.pop(sid, None)
         self._inbox.clear()
+        self._inbox_bytes = 0
         socket.queue.put_nowait(None)  # the end of output
         socket._send_queued()
         task = asyncio.get_running_loop().create_task(_drop(eio, socket))

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realtime import keys, wsfront
 from realtime.app import create_app
@@ -400,3 +402,103 @@ async def test_a_plain_aiohttp_runner_still_serves_websockets(
     assert isinstance(api.client.server.runner.server, web.Server)  # type: ignore[union-attr]
     assert not isinstance(api.client.server.runner.server,  # type: ignore[union-attr]
                           wsfront.FrontServer)
+
+
+# -- a flooding client -------------------------------------------------------------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class _SlowSession:
+    """A session whose packet handling waits until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.received: list[str] = []
+        self.sid = "s"
+
+    async def receive(self, packet: Any) -> None:
+        await self.release.wait()
+        self.received.append(packet.data)
+
+
+async def test_a_flood_stops_reading_the_socket_until_the_session_catches_up() -> None:
+    front: Any = type("FrontStub", (), {})()
+    front.eio = type("EioStub", (), {"max_http_buffer_size": 1 << 20})()
+    conn = wsfront.FrontProtocol(front)
+    transport, session = _Transport(), _SlowSession()
+    conn.transport = transport  # type: ignore[assignment]
+    conn.socket = session  # type: ignore[assignment]
+    conn._state = wsfront.OPEN
+    message = b'42["x","' + b"y" * 2000 + b'"]'
+    for _ in range(40):  # 80 kB in 40 packets (fewer than the packet bound), a read each
+        conn.data_received(frame(TEXT, message))
+    assert transport.paused and transport.pauses == 1  # past 64 kB waiting: no more reads
+    session.release.set()
+    await eventually(lambda: len(session.received) == 40, 5, "every packet handled")
+    assert not transport.paused
+
+
+class _Closable(_Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+_frames = st.one_of(
+    st.binary(max_size=40),  # anything at all
+    st.builds(lambda op, data, fin, mask: frame(op, data, fin=fin, mask=mask),
+              st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA, 0xF]),
+              st.binary(max_size=300), st.booleans(), st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_frames, max_size=8))
+def test_no_bytes_make_the_frame_parser_raise(chunks: list[bytes]) -> None:
+    """Whatever a client sends after the handshake, the protocol answers it (a close code
+    at worst) and never raises into the event loop."""
+    front: Any = type("FrontStub", (), {})()
+    front.eio = type("EioStub", (), {"max_http_buffer_size": 256})()
+    front.eio.invalid_packets = type("Throttled", (), {"warning": lambda *a: None})()
+    conn = wsfront.FrontProtocol(front)
+    transport = _Closable()
+    conn.transport = transport  # type: ignore[assignment]
+    conn._state = wsfront.OPEN
+
+    async def feed() -> None:
+        for chunk in chunks:
+            conn.data_received(chunk)
+        if transport.closed:
+            assert conn._state in (wsfront.CLOSING, wsfront.DONE)
+
+    asyncio.run(feed())
