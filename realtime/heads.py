@@ -3,12 +3,10 @@
 A socket that connects without a cursor starts live from its scope's head, read after
 this instance began watching the scope (realtime/sockets.py `_join`). One read per
 connect meant one store round trip per connect, which was a quarter of the server's CPU
-in a connect storm. Where the store can answer at once on the loop's thread (SQLite's
-inline reads: a prepared statement, ~10 us), it does: no batch, no turn of the loop
-waited. Otherwise the heads asked for while no read is under way are read together at
-the next turn of the loop (by a task that takes its batch when it starts), and those
-asked for during a read are read together right after it: one call per batch (like the
-store's group commit for writes).
+in a connect storm. Here the heads asked for while no read is under way are read
+together at the next turn of the loop (by a task that takes its batch when it starts),
+and those asked for during a read are read together right after it: one call per batch
+(like the store's group commit for writes).
 
 Exactness is kept: every head handed out was read after it was asked for, so after the
 asking socket's instance was watching the scope. A change committed before the read is
@@ -35,11 +33,6 @@ class HeadReader:
 
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         """The current head of each scope, read after this call began."""
-        if not self._waiting and not self._reading:
-            now = self.store.heads_now(scopes)  # at once, where that is cheap: no batch
-            if now is not None:
-                self.reads += 1
-                return now
         loop = asyncio.get_running_loop()
         futures = {}
         for scope in scopes:

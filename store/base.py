@@ -155,11 +155,6 @@ class Store(Protocol):
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         """`head` of each scope, in one call (the sockets connecting at the same time)."""
         ...
-
-    def heads_now(self, scopes: Collection[str]) -> dict[str, int] | None:
-        """`heads`, answered at once on the calling (event loop's) thread where the store
-        can do that cheaply (SQLite's inline reads), else None: then await `heads`."""
-        ...
     async def settled_head(self, scope: str) -> int:
         """The scope's latest seq once every write this store object accepted for it
         before the call has finished, committed or not (how the task service learns

@@ -486,9 +486,6 @@ class MongoStore:
         doc = await self._run(self.scopes.find_one, {"_id": scope}, {"seq": 1})
         return int(doc["seq"]) if doc else 0
 
-    def heads_now(self, scopes: Collection[str]) -> dict[str, int] | None:
-        return None  # every read is a round trip to the server
-
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         wanted = list(scopes)
         heads = dict.fromkeys(wanted, 0)

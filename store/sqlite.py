@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from realtime.errors import ApiError, not_found, unavailable
@@ -47,7 +47,6 @@ from .sqlite_inline import InlineReader, MovedOffLoop
 from .sqlite_writer import GroupCommitWriter, as_store_error
 
 T = TypeVar("T")
-_NOT_INLINE = object()  # what _read_inline returns for a read the pool must take
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -239,26 +238,19 @@ class SQLiteStore:
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._readers is None:
             raise unavailable("the store is closed")
-        result = self._read_inline(fn, args)
-        if result is not _NOT_INLINE:
-            return cast(T, result)
+        if self._inline is not None:
+            started = time.perf_counter()
+            try:
+                result = self._inline.run(fn, args)
+            except MovedOffLoop:
+                pass  # too long for the loop, or SQLite refused: the pool takes it
+            else:
+                if self.observe is not None:
+                    self.observe("read", time.perf_counter() - started)
+                return result
         loop = asyncio.get_running_loop()
         return await self._answer(loop.run_in_executor(self._readers, self._call, fn, args),
                                   "read")
-
-    def _read_inline(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T | object:
-        """The read on the loop's thread, or _NOT_INLINE (too long for the loop, SQLite
-        refused, or inline reads are off: the pool takes it)."""
-        if self._inline is None:
-            return _NOT_INLINE
-        started = time.perf_counter()
-        try:
-            result = self._inline.run(fn, args)
-        except MovedOffLoop:
-            return _NOT_INLINE
-        if self.observe is not None:
-            self.observe("read", time.perf_counter() - started)
-        return result
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,12 +396,6 @@ class SQLiteStore:
 
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         return await self._read(_heads, list(scopes))
-
-    def heads_now(self, scopes: Collection[str]) -> dict[str, int] | None:
-        if self._readers is None:
-            return None  # closed: `heads` says so
-        result = self._read_inline(_heads, (list(scopes),))
-        return None if result is _NOT_INLINE else cast(dict[str, int], result)
 
     async def settled_head(self, scope: str) -> int:
         # Through the writer: it runs writes in submission order, so everything queued

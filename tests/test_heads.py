@@ -21,12 +21,6 @@ class CountingStore:
         self.go = asyncio.Event()
         self.begun = asyncio.Event()  # set when a read starts
         self.fail: Exception | None = None
-        self.now: dict[str, int] | None = None  # what heads_now answers (None: cannot)
-        self.now_calls = 0
-
-    def heads_now(self, scopes: Collection[str]) -> dict[str, int] | None:
-        self.now_calls += 1
-        return None if self.now is None else {scope: self.now[scope] for scope in scopes}
 
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         self.calls.append(list(scopes))
@@ -100,28 +94,3 @@ async def test_an_asker_that_gives_up_does_not_cancel_the_others() -> None:
         await quitter
 
 
-
-
-async def test_a_store_that_reads_at_once_answers_without_a_batch_or_a_turn() -> None:
-    heads, store = reader()
-    store.now = {"user:1": 7}
-    ask = heads.heads(["user:1"])
-    with pytest.raises(StopIteration) as finished:
-        ask.send(None)  # done at its first step: it never waited for the loop
-    assert finished.value.value == {"user:1": 7}
-    assert not store.calls and heads.reads == 1
-
-
-async def test_an_ask_while_a_batch_is_under_way_joins_the_batches() -> None:
-    """The at-once path is taken only when no batch is waiting or reading; the others keep
-    the batch's order."""
-    heads, store = reader()
-    first = asyncio.ensure_future(heads.heads(["user:1"]))  # store.now None: batched
-    await store.begun.wait()
-    store.now = {"user:1": 99, "user:2": 99}
-    second = asyncio.ensure_future(heads.heads(["user:2"]))
-    await turns()
-    store.go.set()
-    assert await first == {"user:1": 1}
-    assert await second == {"user:2": 2}  # the next batch, not heads_now
-    assert store.now_calls == 1  # only the first ask, when nothing was under way

@@ -429,14 +429,3 @@ async def test_heads_reads_many_scopes_in_one_call(store: Store) -> None:
     many = [f"user:x{n}" for n in range(1200)] + ["user:u1"]  # past one query's parameters
     heads = await store.heads(many)
     assert len(heads) == 1201 and heads["user:u1"] == 2 and heads["user:x7"] == 0
-
-
-async def test_heads_now_answers_as_heads_does_or_not_at_all(store: Store, request: Any) -> None:
-    await make(store, "t1")
-    await make(store, "t2", owner="u2")
-    scopes = ["user:u1", "user:u2", "user:none"]
-    now = store.heads_now(scopes)
-    if request.node.callspec.params.get("store") == "sqlite":  # inline reads on
-        assert now is not None
-    assert now is None or now == await store.heads(scopes) == {
-        "user:u1": 1, "user:u2": 1, "user:none": 0}
