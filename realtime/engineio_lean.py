@@ -28,16 +28,51 @@ A websocket session now runs on aiohttp's two tasks only (stock: six).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from .delivery import BINARY, TEXT, ws_frame
+
+
+class _OrjsonCodec:
+    """The `json` interface engine.io's Packet calls (with `separators=`)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+class SessionIds:
+    """engine.io's session ids (12 random bytes and a 3-byte counter, in URL-safe base64)
+    with the random bytes cut from a 4 kB read of os.urandom: one system call per 341 ids
+    instead of one per id (two ids per connect: Engine.IO's and Socket.IO's)."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._used = 0
+        self._counter = 0
+
+    def __call__(self) -> str:
+        start = self._used
+        if start + 12 > len(self._pool):
+            self._pool, start = os.urandom(4092), 0
+        self._used = start + 12
+        chunk = self._pool[start:start + 12]
+        self._counter = (self._counter + 1) & 0xFFFFFF
+        return base64.urlsafe_b64encode(chunk + self._counter.to_bytes(3, "big")).decode()
 
 
 class PacketQueue:
@@ -262,6 +297,8 @@ class LeanSocket(AsyncSocket):
             queue.task_done()
             if pkt is None:
                 return b"".join(frames), True
+            if pkt.packet_type == eio_packet.OPEN:
+                pkt.json = _OrjsonCodec  # engine.io's stdlib json: 1.5 % of a connect
             encoded = pkt.encode()
             if isinstance(encoded, str):
                 frames.append(ws_frame(encoded.encode(), TEXT))

@@ -37,6 +37,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
 from .delivery import ws_frame
+from .ratelimit import address_of
 
 if TYPE_CHECKING:
     from .engineio_lean import LeanSocket
@@ -110,12 +111,17 @@ class Front:
         self.eio: Any = gateway.sio.eio if gateway is not None else None
         self.connections: set[FrontProtocol] = set()
         self.accepted = 0  # native websockets accepted (a metric for tests and benchmarks)
+        self._trusted: tuple[Any, ...] | None = None
 
     def trusted(self) -> tuple[Any, ...]:
-        from . import keys
+        if self._trusted is None:
+            from . import keys
 
-        limits = self.app.get(keys.RATE_LIMITS)
-        return limits.trusted if limits is not None else ()
+            limits = self.app.get(keys.RATE_LIMITS)  # set at start-up, before any connect
+            if limits is None:
+                return ()
+            self._trusted = limits.trusted
+        return self._trusted
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         return web.Server.__call__(self.aiohttp_server)
@@ -262,8 +268,6 @@ class FrontProtocol(asyncio.Protocol):
             return None
         peer = self.transport.get_extra_info("peername") if self.transport else None
         remote = peer[0] if isinstance(peer, tuple) and peer else None
-        from .ratelimit import address_of
-
         environ["REMOTE_ADDR"] = remote or ""
         environ[ADDRESS] = address_of(remote, forwarded, self._front.trusted())
         environ[NATIVE] = self

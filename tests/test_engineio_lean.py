@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import socketio
 from aiohttp import web
 from test_engineio_robustness import WS, Server, closes_within, ours, stays_open
 
-from realtime import keys
+from realtime import engineio_lean, keys
 from realtime.engineio_lean import LeanSocket, PacketQueue
 
 from conftest import OpenAPIChecker
@@ -250,3 +252,20 @@ async def test_packets_go_out_in_order_and_the_close_comes_last(
             tail.append(text)
     assert tail[0].startswith('42["session:ended"') and tail[1:] == ["41"], tail
     await ws.close()
+
+
+def test_session_ids_are_unique_url_safe_and_cost_one_system_call_per_341(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = os.urandom
+
+    def counted(size: int) -> bytes:
+        reads.append(size)
+        return real(size)
+
+    monkeypatch.setattr(engineio_lean.os, "urandom", counted)
+    ids = engineio_lean.SessionIds()
+    made = [ids() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(len(sid) == 20 and re.fullmatch(r"[A-Za-z0-9_-]+", sid) for sid in made)
+    assert len(reads) == 3  # 1000 ids / 341 per 4 kB read
