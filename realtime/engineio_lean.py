@@ -14,9 +14,10 @@ Here, per session:
 - `LeanSocket`, engine.io's socket with two methods replaced:
   * `schedule_ping` arms one `call_later` timer instead of starting a sleeping task;
   * `_websocket_handler` reads without a `wait_for` around each read, and has no writer
-    task: a put on the queue schedules (call_soon) a flush that writes the queued
-    packets, in order, straight to the connection as websocket frames, as
-    realtime/delivery.py does for events (the upgrade handshake is unchanged). The
+    task: a put on the queue writes the packet at once, in order, straight to the
+    connection as a websocket frame, as realtime/delivery.py does for events (the upgrade
+    handshake is unchanged). At once rather than at the next turn of the loop: an ack or
+    the CONNECT answer then waits for no other socket's work. The
     timeouts only ever fired for a client that stopped answering pings, and engine.io's
     service task already closes such a session (`check_ping_timeout`, every socket once
     per ping_timeout): its close queues the end of output, whose websocket close ends
@@ -198,7 +199,7 @@ class LeanSocket(AsyncSocket):
         self.upgraded = True
         transport = conn.transport
         self._ws_out = (transport, conn)
-        self.queue.listener = self._flush_soon
+        self.queue.listener = self._flush  # each packet goes out as it is queued
         frames, ended = self._take_frames()
         transport.write(head + frames)
         if ended:  # closed while connecting: as _flush does at the end of output
@@ -229,7 +230,7 @@ class LeanSocket(AsyncSocket):
             writer = asyncio.ensure_future(self._write_forever(ws))
         else:
             self._ws_out = (transport, ws)
-            self.queue.listener = self._flush_soon
+            self.queue.listener = self._flush  # each packet goes out as it is queued
             self._flush_soon()  # what was queued before (OPEN, or packets of the upgrade)
         while True:
             try:
@@ -259,9 +260,10 @@ class LeanSocket(AsyncSocket):
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
     # -- output without a writer task ---------------------------------------------------
-    # Packets put on the queue of a websocket session are written at the next turn of the
-    # loop, straight to the connection as websocket frames (like realtime/delivery.py),
-    # in queue order; a None ends the output and closes the websocket, as stock's writer.
+    # Packets put on the queue of a websocket session are written as they are put (what
+    # was queued before the websocket was attached: at the next turn of the loop),
+    # straight to the connection as websocket frames (like realtime/delivery.py), in
+    # queue order; a None ends the output and closes the websocket, as stock's writer.
 
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:

@@ -119,13 +119,19 @@ async def test_a_burst_reaches_each_socket_in_one_write_once_in_order_behind_its
         assert tab.replica.violations == []
 
     more = await burst(3)
-    queue = first.target.socket.queue
+    socket = first.target.socket
+    queue = socket.queue
+    # A websocket session writes what is queued as it is queued; hold its output (as
+    # while it upgrades) so that something waits in its queue when the events come.
+    listener, queue.listener = queue.listener, None
     probe = gateway.encode("probe", {"n": 1}).encoded
     queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=probe))
     queued, writes = delivery.queued, len(recorders[first.target.eio_sid].writes)
     await gateway.relay_many(more)
     assert delivery.queued - queued == 3
     assert len(recorders[first.target.eio_sid].writes) == writes  # none of it overtook
+    queue.listener = listener
+    socket._flush()
     first_tab = next(t for t in tabs if t.client.get_sid() == first_sid)
     await first_tab.wait_for(lambda _: len(first_tab.task_events()) == 8)
     names = [name for name, _ in first_tab.events]
