@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from store import TaskQuery
 from store.sqlite import SQLiteStore
 
 from test_store_contract import new_task
+from waiting import eventually
 
 
 async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path) -> None:
@@ -47,6 +49,101 @@ async def test_a_failing_write_rolls_back_only_itself(tmp_path: Path) -> None:
         assert isinstance(outcomes[1], ApiError) and outcomes[1].code == "conflict"
         assert outcomes[0][0]["seq"] == 1 and outcomes[2][0]["seq"] == 2
         assert await store.head("user:b") == 0  # the failed write took no seq
+    finally:
+        await store.close()
+
+
+async def _queued_behind_a_gate(store: SQLiteStore, *calls: Any) -> list[Any]:
+    """Run the store calls so that they all wait in the writer's queue together: the writer
+    is held inside a transaction until every one of them is queued."""
+    writer = store._writer
+    assert writer is not None
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> bool:
+        entered.set()
+        return gate.wait(10)
+
+    held = writer.submit(hold, ())
+    assert entered.wait(10)
+    running = [asyncio.ensure_future(call) for call in calls]
+    await eventually(lambda: writer._queue.qsize() == len(calls), 10, "writes queued")
+    gate.set()
+    assert held.result(10) is True
+    return list(await asyncio.gather(*running, return_exceptions=True))
+
+
+async def test_queued_creates_run_as_one_call_in_order(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/m.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        results = await _queued_behind_a_gate(
+            store, *(store.create_task(new_task(f"t{n}")) for n in range(5)),
+            store.create_tasks([new_task("t5"), new_task("t1"), new_task("o1", owner="o")]),
+            store.create_task(new_task("t6")))
+        assert [task["seq"] for task, _ in results[:5]] == [1, 2, 3, 4, 5]
+        batch = results[5]
+        assert [(task["id"], task["seq"], created) for task, created in batch] == [
+            ("t5", 6, True), ("t1", 2, False), ("o1", 1, True)]
+        assert results[6][0]["seq"] == 7
+        assert store._writer.merged == 7 and store._writer.merge_fallbacks == 0
+        assert store.group_commits == (2, 8)  # the gate's transaction, then all of these
+        answer = await store.sync("user:u1", 0, 100)
+        assert [c["id"] for c in answer.changes] == [f"t{n}" for n in range(7)]
+    finally:
+        await store.close()
+
+
+async def test_a_merged_call_that_fails_is_run_again_call_by_call(tmp_path: Path) -> None:
+    """One caller's bad item fails that caller alone; the others' writes all commit, with
+    their seqs in order and no gap."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/x.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        results = await _queued_behind_a_gate(
+            store, store.create_task(new_task("a")),
+            store.create_tasks([new_task("b"), new_task("bad", priority="urgent")]),
+            store.create_task(new_task("c")))
+        assert results[0][0]["seq"] == 1 and results[2][0]["seq"] == 2
+        assert isinstance(results[1], KeyError)  # the whole call of the bad item failed
+        assert store._writer.merge_fallbacks == 1
+        answer = await store.sync("user:u1", 0, 100)
+        assert [(c["id"], c["seq"]) for c in answer.changes] == [("a", 1), ("c", 2)]
+    finally:
+        await store.close()
+
+
+async def test_a_batch_of_creates_is_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/o.db")
+    await store.open()
+    try:
+        outcomes = await store.create_tasks(
+            [new_task(f"t{n}", owner=f"u{n % 3}") for n in range(200)])
+        assert all(not isinstance(o, ApiError) and o[1] for o in outcomes)
+        assert store.group_commits == (1, 1)
+    finally:
+        await store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/c.db")
+    await store.open()
+    try:
+        assert store._writer is not None and store._checkpointer is not None
+        autocheckpoint = store._writer.submit(
+            lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], ())
+        assert autocheckpoint.result(10) == 10_000  # the writer's own: only a backstop
+        for start in range(0, 600, 100):
+            await store.create_tasks(
+                [new_task(f"t{n}", owner=f"u{n % 50}") for n in range(start, start + 100)])
+        checkpointer = store._checkpointer
+        await eventually(lambda: checkpointer.last is not None and checkpointer.last[1] > 0,
+                         10, "a checkpoint of the WAL")
+        assert checkpointer.last is not None
+        busy, pages, copied = checkpointer.last
+        assert busy == 0 and copied == pages
     finally:
         await store.close()
 
