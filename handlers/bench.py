@@ -124,7 +124,7 @@ async def stats(request: web.Request) -> web.Response:
                      "dropped_slow": gateway.delivery.dropped_slow},
         "broker": {name: getattr(broker, name) for name in
                    ("published", "received", "dropped", "reconnects") if hasattr(broker, name)},
-        "store": {"commits": commits, "writes": writes},
+        "store": {"commits": commits, "writes": writes, **getattr(store, "writer_times", {})},
         "bench": {"batches": bench.batches, "creates": bench.creates,
                   "create_seconds": round(bench.create_seconds, 6),
                   "batch_seconds": round(bench.batch_seconds, 6)},

@@ -416,6 +416,16 @@ class SQLiteStore:
         """(commits, writes) so far: how well writes are being grouped."""
         return (self._writer.commits, self._writer.writes) if self._writer else (0, 0)
 
+    @property
+    def writer_times(self) -> dict[str, float | int]:
+        """Where the writer's time went: waiting for the write lock, holding it."""
+        writer, checkpointer = self._writer, self._checkpointer
+        if writer is None or checkpointer is None:
+            return {}
+        return {"lock_wait_s": round(writer.lock_wait, 6),
+                "lock_held_s": round(writer.lock_held, 6),
+                "merged": writer.merged, "checkpoints": checkpointer.checkpoints}
+
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)
 

@@ -2,7 +2,8 @@
 writes per transaction.
 
 Writes queue up while a COMMIT is in progress; the writer takes everything waiting
-(up to `max_batch`) and runs it in one `BEGIN IMMEDIATE ... COMMIT`, each write in
+(up to `max_batch`; when it had to wait for the write lock, also what was queued meanwhile)
+and runs it in one `BEGIN IMMEDIATE ... COMMIT`, each write in
 its own SAVEPOINT so that one write failing (a conflict, say) rolls back only
 itself. Nobody hears of a write before the COMMIT that makes it durable, and the
 results are handed back in the order the writes ran, so seq order, commit order
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 Work = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]
 _STOP = object()
 FIRST_RETRY, LONGEST_RETRY = 0.0001, 0.001  # seconds between tries for the write lock
+LATE_JOIN_AFTER = 0.0005  # seconds waited for the lock past which queued writes join in
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,8 +159,11 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Work | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._stopping = False
         self.commits = 0
         self.writes = 0
+        self.lock_wait = 0.0  # seconds spent waiting for the file's write lock
+        self.lock_held = 0.0  # seconds the write lock was held (BEGIN to COMMIT done)
         self.merged = 0  # writes that ran merged with their neighbours
         self.merge_fallbacks = 0  # merged runs that failed and were run again one by one
 
@@ -174,24 +179,30 @@ class GroupCommitWriter:
         self._queue.put((fn, args, future))
         return future
 
+    def _take(self, batch: list[Work]) -> None:
+        """Add what is queued to `batch`, up to max_batch (noting a stop request)."""
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                self._stopping = True
+                return
+            assert isinstance(item, tuple)
+            batch.append(item)
+
     def _run(self) -> None:
         db = self._connect()
-        stopping = False
-        while not stopping:
+        self._stopping = False
+        while not self._stopping:
             batch: list[Work] = []
             item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(item, tuple)
-                batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            if item is _STOP:
+                break
+            assert isinstance(item, tuple)
+            batch.append(item)
+            self._take(batch)
             if batch:
                 try:
                     self._commit(db, batch)
@@ -204,6 +215,7 @@ class GroupCommitWriter:
 
     def _commit(self, db: sqlite3.Connection, batch: list[Work]) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        asked = time.perf_counter()
         try:
             begin_immediate(db, self._patience)
         except sqlite3.Error as exc:  # busy past the timeout, read-only, I/O error
@@ -211,6 +223,11 @@ class GroupCommitWriter:
                 if future.set_running_or_notify_cancel():  # a caller may have given up
                     future.set_exception(as_store_error(exc))
             return
+        began = time.perf_counter()
+        if began - asked > LATE_JOIN_AFTER and not self._stopping:
+            # Writes queued while this waited for the lock (another instance held it) join
+            # this transaction rather than wait for the next round of the lock.
+            self._take(batch)
         live = [work for work in batch if work[2].set_running_or_notify_cancel()]
         index = 0
         while index < len(live):
@@ -233,6 +250,9 @@ class GroupCommitWriter:
             for future, _, _ in outcomes:
                 future.set_exception(as_store_error(exc))
             return
+        done = time.perf_counter()
+        self.lock_wait += began - asked
+        self.lock_held += done - began
         self.commits += 1
         self.writes += len(outcomes)
         if self._on_commit is not None:
