@@ -424,7 +424,8 @@ class SQLiteStore:
             return {}
         return {"lock_wait_s": round(writer.lock_wait, 6),
                 "lock_held_s": round(writer.lock_held, 6),
-                "merged": writer.merged, "checkpoints": checkpointer.checkpoints}
+                "merged": writer.merged, "checkpoints": checkpointer.checkpoints,
+                "wal_restarts": checkpointer.restarts}
 
     async def head(self, scope: str) -> int:
         return await self._read(_head, scope)

@@ -148,6 +148,37 @@ async def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
         await store.close()
 
 
+def test_the_checkpoint_thread_makes_a_busy_wal_start_over(tmp_path: Path) -> None:
+    """Writers that never pause leave a PASSIVE checkpoint always a little behind, and SQLite
+    starts the WAL over only once it is wholly copied: without the RESTART step the WAL
+    would grow as long as the writes go on."""
+    from store.sqlite_writer import Checkpointer
+
+    path = tmp_path / "r.db"
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # only the checkpoint thread copies
+        return db
+
+    writer = connect()
+    writer.execute("CREATE TABLE t (x BLOB)")
+    checkpointer = Checkpointer(connect, pause=0.001, restart_pages=200)
+    checkpointer.start()
+    try:
+        for _ in range(5000):  # 2-3 pages a commit: ~12,000 pages if it never restarts
+            writer.execute("INSERT INTO t VALUES (randomblob(5000))")
+            checkpointer.committed()
+            if checkpointer.restarts >= 3:
+                break
+        assert checkpointer.restarts >= 3
+        assert (tmp_path / "r.db-wal").stat().st_size < 4_000 * 4096  # reused, not grown
+    finally:
+        checkpointer.stop()
+        writer.close()
+
+
 async def test_an_older_database_gets_the_per_scope_search_index(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     store = SQLiteStore(f"sqlite:///{path}")
