@@ -16,7 +16,7 @@ from store import TaskQuery
 from store.sqlite import SQLiteStore
 
 from test_store_contract import new_task
-from waiting import eventually
+from waiting import eventually, poll_until
 
 
 async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path) -> None:
@@ -165,16 +165,27 @@ def test_the_checkpoint_thread_makes_a_busy_wal_start_over(tmp_path: Path) -> No
     writer = connect()
     writer.execute("CREATE TABLE t (x BLOB)")
     checkpointer = Checkpointer(connect, pause=0.001, restart_pages=200)
-    checkpointer.start()
-    try:
-        for _ in range(5000):  # 2-3 pages a commit: ~12,000 pages if it never restarts
+    enough = threading.Event()
+
+    def write() -> None:
+        for _ in range(50_000):  # 2-3 pages a commit, never a pause between them
+            if enough.is_set():
+                return
             writer.execute("INSERT INTO t VALUES (randomblob(5000))")
             checkpointer.committed()
-            if checkpointer.restarts >= 3:
-                break
-        assert checkpointer.restarts >= 3
+
+    checkpointer.start()
+    writing = threading.Thread(target=write)
+    writing.start()
+    try:
+        poll_until(lambda: checkpointer.restarts >= 3, 60, "three restarts of the WAL",
+                   lambda: None if writing.is_alive() else "the writes ended first")
+        enough.set()
+        writing.join(10)
         assert (tmp_path / "r.db-wal").stat().st_size < 4_000 * 4096  # reused, not grown
     finally:
+        enough.set()
+        writing.join(10)
         checkpointer.stop()
         writer.close()
 
