@@ -570,13 +570,20 @@ def _create_tasks(db: sqlite3.Connection, tasks: list[Task]) -> list[CreateOutco
 
 
 def _heads_in_one_row(db: sqlite3.Connection, scopes: list[str]) -> dict[str, int]:
-    """`_heads`, but answered as one JSON row: each row SQLite steps through hands the GIL
-    over and back, which matters while the writer holds the write lock."""
+    """`_heads`, but answered as one JSON row: the module releases the GIL for every row
+    SQLite steps through, and may wait to get it back from the event loop, while the writer
+    holds the write lock. (`_heads` where SQLite was built without its JSON functions.)"""
     heads = dict.fromkeys(scopes, 0)
     for start in range(0, len(scopes), HEADS_PER_QUERY):
         part = scopes[start:start + HEADS_PER_QUERY]
-        found = db.execute("SELECT json_group_object(scope, seq) FROM scopes "
-                           f"WHERE scope IN ({_placeholders(part)})", part).fetchone()[0]
+        try:
+            found = db.execute("SELECT json_group_object(scope, seq) FROM scopes "
+                               f"WHERE scope IN ({_placeholders(part)})", part).fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "no such function" not in str(exc):
+                raise
+            heads.update(_heads(db, part))
+            continue
         heads.update(orjson.loads(found))
     return heads
 
