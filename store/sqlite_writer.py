@@ -13,9 +13,9 @@ Merged writes: a write function marked with `merges` takes a list of items and r
 result per item (`fn(db, items) -> list`). Consecutive queued calls of the same such function
 run as one call over all their items, in one SAVEPOINT: a batch of creates then costs a
 handful of statements whatever the number of callers. Fewer statements matter beyond their
-own cost: each hands the GIL over and must win it back from the event loop (up to the switch
-interval) while the transaction holds the file's write lock, which the other instances wait
-for. Should the merged call fail, each call is run again on its own, so that a failure stays
+own cost: each releases the GIL and must win it back from the event loop while the
+transaction holds the file's write lock, which the other instances wait for. Should the
+merged call fail, each call is run again on its own, so that a failure stays
 with the caller whose items caused it.
 
 Waiting for the write lock (another process writing the same file): SQLite's own busy
