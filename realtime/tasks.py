@@ -13,7 +13,7 @@ import binascii
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from store import Store, SyncAnswer, Task, TaskQuery
-from store.base import SORT_FIELDS, sort_key
+from store.base import SORT_FIELDS, CreateOutcome, sort_key
 
 from . import scopes
 from .broker import Broker
@@ -67,6 +67,15 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     if not isinstance(task_id, str) or not isinstance(key, str | int) or isinstance(key, bool):
         raise ApiError("invalid", "cursor is not one this server issued")
     return key, task_id
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """One create of `TaskService.create_many`: validated fields, as `create` takes them."""
+    user_id: str
+    fields: dict[str, Any]
+    client_id: str | None = None
+    mutation_id: str | None = None
 
 
 class TaskService:
@@ -175,6 +184,38 @@ class TaskService:
         else:
             self._publish_head(stored["scope"], stored["seq"])
         return stored, created
+
+    async def create_many(self, items: Sequence[NewTask]) -> list[CreateOutcome]:
+        """`create` for each item, in order, through one store call: the store commits them
+        together and assigns each scope's seqs in this order, then their events are published
+        in the same order. Each item's outcome is its own ((task, created) or the ApiError it
+        failed with); nothing is published before the commit, and nothing of an item that
+        failed. Costs far less per task than as many `create`s (one handoff to the store,
+        one transaction, a few statements for the lot)."""
+        now = self._now()
+        tasks = [{
+            "id": item.client_id or str(uuid.uuid4()), "owner": item.user_id,
+            "scope": scopes.personal_scope(item.user_id), **item.fields,
+            "created_at": now, "updated_at": now,
+        } for item in items]
+        if not tasks:
+            return []
+        written = tuple(dict.fromkeys(task["scope"] for task in tasks))
+        try:
+            outcomes = await self._guarded(written, self.store.create_tasks(tasks))
+        except ApiError as exc:
+            return [exc] * len(tasks)
+        for item, task, outcome in zip(items, tasks, outcomes, strict=True):
+            if isinstance(outcome, ApiError):
+                if outcome.code == "unavailable":
+                    self._reconcile(task["scope"])
+                continue
+            stored, created = outcome
+            if created:
+                self._publish("task:created", stored, item.mutation_id, now)
+            else:
+                self._publish_head(stored["scope"], stored["seq"])
+        return outcomes
 
     async def update(self, user_id: str, task_id: str, changes: dict[str, Any],
                      expected_version: int | None = None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +38,8 @@ TASK_FIELDS = (
 
 Task = dict[str, Any]
 User = dict[str, Any]
+# One create of a batch: (task, created) as `create_task` answers, or the error it failed with.
+CreateOutcome = tuple[Task, bool] | ApiError
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -128,6 +130,14 @@ class Store(Protocol):
         An existing live task with the same id and owner is returned unchanged with
         created=False (an idempotent retry); any other holder of the id is a conflict.
         """
+        ...
+
+    async def create_tasks(self, tasks: Sequence[Task]) -> list[CreateOutcome]:
+        """`create_task` for each of `tasks`, in their order (a scope's seqs follow it), in
+        one store call. Each item's outcome is its own: (task, created), or the ApiError that
+        item alone failed with (a taken id: `conflict`), the others going through. An
+        exception raised instead concerns the whole call; some items may then have
+        committed, as with a `create_task` that timed out."""
         ...
 
     async def update_task(

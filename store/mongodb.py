@@ -62,7 +62,15 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -91,6 +99,7 @@ from .base import (
     PRIORITY_RANK,
     STATUSES,
     TASK_FIELDS,
+    CreateOutcome,
     SyncAnswer,
     Task,
     TaskQuery,
@@ -424,6 +433,19 @@ class MongoStore:
 
     async def create_task(self, task: Task) -> tuple[Task, bool]:
         return await self._write(task["scope"], self._create_task, task)
+
+    async def create_tasks(self, tasks: Sequence[Task]) -> list[CreateOutcome]:
+        """One transaction per task, all under way at once: each queues for its scope's
+        turn before the first suspends (asyncio.Lock is FIFO), so a scope's seqs follow the
+        order of `tasks`. A task's failure is its own outcome."""
+
+        async def one(task: Task) -> CreateOutcome:
+            try:
+                return await self.create_task(task)
+            except ApiError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(task) for task in tasks)))
 
     async def update_task(self, scopes: Collection[str], task_id: str,
                           changes: dict[str, Any], expected_version: int | None,

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from store import TaskQuery
 from store.sqlite import SQLiteStore
 
 from test_store_contract import new_task
+from waiting import eventually, poll_until
 
 
 async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path) -> None:
@@ -49,6 +51,148 @@ async def test_a_failing_write_rolls_back_only_itself(tmp_path: Path) -> None:
         assert await store.head("user:b") == 0  # the failed write took no seq
     finally:
         await store.close()
+
+
+async def _queued_behind_a_gate(store: SQLiteStore, *calls: Any) -> list[Any]:
+    """Run the store calls so that they all wait in the writer's queue together: the writer
+    is held inside a transaction until every one of them is queued."""
+    writer = store._writer
+    assert writer is not None
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> bool:
+        entered.set()
+        return gate.wait(10)
+
+    held = writer.submit(hold, ())
+    assert entered.wait(10)
+    running = [asyncio.ensure_future(call) for call in calls]
+    await eventually(lambda: writer._queue.qsize() == len(calls), 10, "writes queued")
+    gate.set()
+    assert held.result(10) is True
+    return list(await asyncio.gather(*running, return_exceptions=True))
+
+
+async def test_queued_creates_run_as_one_call_in_order(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/m.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        results = await _queued_behind_a_gate(
+            store, *(store.create_task(new_task(f"t{n}")) for n in range(5)),
+            store.create_tasks([new_task("t5"), new_task("t1"), new_task("o1", owner="o")]),
+            store.create_task(new_task("t6")))
+        assert [task["seq"] for task, _ in results[:5]] == [1, 2, 3, 4, 5]
+        batch = results[5]
+        assert [(task["id"], task["seq"], created) for task, created in batch] == [
+            ("t5", 6, True), ("t1", 2, False), ("o1", 1, True)]
+        assert results[6][0]["seq"] == 7
+        assert store._writer.merged == 7 and store._writer.merge_fallbacks == 0
+        assert store.group_commits == (2, 8)  # the gate's transaction, then all of these
+        answer = await store.sync("user:u1", 0, 100)
+        assert [c["id"] for c in answer.changes] == [f"t{n}" for n in range(7)]
+    finally:
+        await store.close()
+
+
+async def test_a_merged_call_that_fails_is_run_again_call_by_call(tmp_path: Path) -> None:
+    """One caller's bad item fails that caller alone; the others' writes all commit, with
+    their seqs in order and no gap."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/x.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        results = await _queued_behind_a_gate(
+            store, store.create_task(new_task("a")),
+            store.create_tasks([new_task("b"), new_task("bad", priority="urgent")]),
+            store.create_task(new_task("c")))
+        assert results[0][0]["seq"] == 1 and results[2][0]["seq"] == 2
+        assert isinstance(results[1], KeyError)  # the whole call of the bad item failed
+        assert store._writer.merge_fallbacks == 1
+        answer = await store.sync("user:u1", 0, 100)
+        assert [(c["id"], c["seq"]) for c in answer.changes] == [("a", 1), ("c", 2)]
+    finally:
+        await store.close()
+
+
+async def test_a_batch_of_creates_is_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/o.db")
+    await store.open()
+    try:
+        outcomes = await store.create_tasks(
+            [new_task(f"t{n}", owner=f"u{n % 3}") for n in range(200)])
+        assert all(not isinstance(o, ApiError) and o[1] for o in outcomes)
+        assert store.group_commits == (1, 1)
+    finally:
+        await store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/c.db")
+    await store.open()
+    try:
+        assert store._writer is not None and store._checkpointer is not None
+        autocheckpoint = store._writer.submit(
+            lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], ())
+        assert autocheckpoint.result(10) == 10_000  # the writer's own: only a backstop
+        for start in range(0, 600, 100):
+            await store.create_tasks(
+                [new_task(f"t{n}", owner=f"u{n % 50}") for n in range(start, start + 100)])
+        checkpointer = store._checkpointer
+        await eventually(lambda: checkpointer.last is not None and checkpointer.last[1] > 0,
+                         10, "a checkpoint of the WAL")
+        assert checkpointer.last is not None
+        busy, pages, copied = checkpointer.last
+        assert busy == 0 and copied == pages
+    finally:
+        await store.close()
+
+
+def test_the_checkpoint_thread_makes_a_busy_wal_start_over(tmp_path: Path) -> None:
+    """Writers that never pause leave a PASSIVE checkpoint always a little behind, and SQLite
+    starts the WAL over only once it is wholly copied: without the RESTART step the WAL
+    would grow as long as the writes go on."""
+    from store.sqlite_writer import Checkpointer
+
+    path = tmp_path / "r.db"
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # only the checkpoint thread copies
+        return db
+
+    writer = connect()
+    writer.execute("CREATE TABLE t (x BLOB)")
+    checkpointer = Checkpointer(connect, pause=0.001, restart_pages=200)
+    enough = threading.Event()
+    inserted = 0
+
+    def write() -> None:
+        nonlocal inserted
+        for _ in range(50_000):  # 2 pages or more a commit, never a pause between them
+            if enough.is_set():
+                return
+            writer.execute("INSERT INTO t VALUES (randomblob(5000))")
+            inserted += 1
+            checkpointer.committed()
+
+    checkpointer.start()
+    writing = threading.Thread(target=write)
+    writing.start()
+    try:
+        poll_until(lambda: checkpointer.restarts >= 3 and inserted >= 6000, 60,
+                   "three restarts of the WAL", lambda: None if writing.is_alive()
+                   else "the writes ended first")
+        enough.set()
+        writing.join(10)
+        # Reused, not grown: the WAL file is far smaller than all that went through it.
+        assert (tmp_path / "r.db-wal").stat().st_size < inserted * 4096
+    finally:
+        enough.set()
+        writing.join(10)
+        checkpointer.stop()
+        writer.close()
 
 
 async def test_an_older_database_gets_the_per_scope_search_index(tmp_path: Path) -> None:
@@ -234,3 +378,22 @@ def test_begin_immediate_gives_up_after_its_patience(tmp_path: Path) -> None:
     assert 0.2 < time.monotonic() - started < 5
     assert not writer.in_transaction
     holder.execute("ROLLBACK")
+
+
+def test_heads_are_read_without_sqlites_json_functions_too(tmp_path: Path) -> None:
+    from store.sqlite import _heads_in_one_row
+
+    db = sqlite3.connect(tmp_path / "h.db")
+    db.execute("CREATE TABLE scopes (scope TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+    db.executemany("INSERT INTO scopes VALUES (?, ?)", [("user:a", 3), ("user:b", 7)])
+
+    class WithoutJson:
+        def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+            if "json_" in sql:
+                raise sqlite3.OperationalError("no such function: json_group_object")
+            return db.execute(sql, params)
+
+    expected = {"user:a": 3, "user:b": 7, "user:c": 0}
+    assert _heads_in_one_row(db, ["user:a", "user:b", "user:c"]) == expected
+    without: Any = WithoutJson()  # a stand-in connection: only execute is used
+    assert _heads_in_one_row(without, ["user:a", "user:b", "user:c"]) == expected

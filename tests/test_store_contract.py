@@ -119,6 +119,51 @@ async def test_create_is_idempotent_for_the_same_owner(store: Store) -> None:
     assert (await store.sync("user:intruder", 0, 100)).changes == []
 
 
+async def test_create_tasks_commits_a_batch_in_order_with_an_outcome_per_item(
+        store: Store) -> None:
+    await make(store, "kept", owner="a")
+    await make(store, "theirs", owner="b")
+    batch = [
+        new_task("a1", owner="a"), new_task("b1", owner="b"),
+        new_task("kept", owner="a", title="a retry"),  # already there: (task, False)
+        new_task("theirs", owner="a"),  # someone else's id: a conflict, for this item only
+        new_task("a2", owner="a"), new_task("a1", owner="a"),  # a retry within the batch
+        new_task("a1", owner="b"),  # the id taken earlier in the same batch
+        new_task("a3", owner="a", description="Café menu"),
+    ]
+    outcomes = await store.create_tasks(batch)
+    assert len(outcomes) == len(batch)
+    assert [o.code if isinstance(o, ApiError) else (o[0]["id"], o[0]["seq"], o[1])
+            for o in outcomes] == [
+        ("a1", 2, True), ("b1", 2, True), ("kept", 1, False), "conflict",
+        ("a2", 3, True), ("a1", 2, False), "conflict", ("a3", 4, True)]
+    first = outcomes[0]
+    assert not isinstance(first, ApiError)
+    assert first[0] == {**batch[0], "version": 1, "seq": 2, "deleted": False}
+    # Committed as answered: sync sees the scope's changes in seq order, nothing else.
+    answer = await store.sync("user:a", 0, 100)
+    assert [(c["id"], c["seq"]) for c in answer.changes] == [
+        ("kept", 1), ("a1", 2), ("a2", 3), ("a3", 4)]
+    assert answer.seq == 4 and await store.head("user:b") == 2
+    found = await store.list_tasks(TaskQuery(scopes=("user:a",), terms=("cafe",)))
+    assert [t["id"] for t in found] == ["a3"]  # the search index holds the batch too
+    assert await store.create_tasks([]) == []
+
+
+async def test_create_tasks_keeps_many_scopes_apart(store: Store) -> None:
+    batch = [new_task(f"t{n}", owner=f"u{n % 7}") for n in range(150)]
+    outcomes = await store.create_tasks(batch)
+    seqs: dict[str, list[int]] = {}
+    for outcome in outcomes:
+        assert not isinstance(outcome, ApiError)
+        task, created = outcome
+        assert created
+        seqs.setdefault(task["scope"], []).append(task["seq"])
+    assert all(found == list(range(1, len(found) + 1)) for found in seqs.values())
+    assert await store.heads([f"user:u{n}" for n in range(7)]) == {
+        f"user:u{n}": len(range(n, 150, 7)) for n in range(7)}
+
+
 async def test_a_deleted_id_cannot_be_created_again(store: Store) -> None:
     await make(store, "t1")
     await store.delete_task(["user:u1"], "t1", None, ts(1))
