@@ -41,7 +41,7 @@ from socketio.msgpack_packet import MsgPackPacket
 
 from store import Store, SyncAnswer
 
-from . import engineio_fixes, scopes, validation, wsfront
+from . import engineio_fixes, engineio_lean, scopes, validation, wsfront
 from .auth import AuthService, Identity
 from .broker import Broker, Event
 from .config import Config
@@ -72,12 +72,8 @@ DEADLINES_PER_SOCKET = 2  # "expiring" and "expired"
 DEADLINE_SLACK = 256  # gone sockets' deadlines tolerated before the heap is compacted
 
 
-class _OrjsonCodec:
-    """The `json` interface python-socketio calls (it passes `separators=`)."""
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
+class _OrjsonCodec(engineio_lean.OrjsonDumps):
+    """The `json` interface python-socketio calls."""
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
