@@ -69,6 +69,14 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     return key, task_id
 
 
+def _new_task(user_id: str, client_id: str | None, fields: dict[str, Any],
+              now: str) -> dict[str, Any]:
+    """The document of a task being created in the user's personal scope."""
+    return {"id": client_id or str(uuid.uuid4()), "owner": user_id,
+            "scope": scopes.personal_scope(user_id), **fields,
+            "created_at": now, "updated_at": now}
+
+
 @dataclass(frozen=True)
 class NewTask:
     """One create of `TaskService.create_many`: validated fields, as `create` takes them."""
@@ -172,18 +180,18 @@ class TaskService:
     async def create(self, user_id: str, client_id: str | None, fields: dict[str, Any],
                      mutation_id: str | None = None) -> tuple[Task, bool]:
         now = self._now()
-        task = {
-            "id": client_id or str(uuid.uuid4()), "owner": user_id,
-            "scope": scopes.personal_scope(user_id), **fields,
-            "created_at": now, "updated_at": now,
-        }
+        task = _new_task(user_id, client_id, fields, now)
         stored, created = await self._guarded(
             (task["scope"],), self.store.create_task(task))
+        self._announce_create(stored, created, mutation_id, now)
+        return stored, created
+
+    def _announce_create(self, stored: Task, created: bool, mutation_id: str | None,
+                         now: str) -> None:
         if created:
             self._publish("task:created", stored, mutation_id, now)
-        else:
+        else:  # a retry: its first attempt may have committed without its event going out
             self._publish_head(stored["scope"], stored["seq"])
-        return stored, created
 
     async def create_many(self, items: Sequence[NewTask]) -> list[CreateOutcome]:
         """`create` for each item, in order, through one store call: the store commits them
@@ -193,11 +201,7 @@ class TaskService:
         failed. Costs far less per task than as many `create`s (one handoff to the store,
         one transaction, a few statements for the lot)."""
         now = self._now()
-        tasks = [{
-            "id": item.client_id or str(uuid.uuid4()), "owner": item.user_id,
-            "scope": scopes.personal_scope(item.user_id), **item.fields,
-            "created_at": now, "updated_at": now,
-        } for item in items]
+        tasks = [_new_task(item.user_id, item.client_id, item.fields, now) for item in items]
         if not tasks:
             return []
         written = tuple(dict.fromkeys(task["scope"] for task in tasks))
@@ -211,10 +215,7 @@ class TaskService:
                     self._reconcile(task["scope"])
                 continue
             stored, created = outcome
-            if created:
-                self._publish("task:created", stored, item.mutation_id, now)
-            else:
-                self._publish_head(stored["scope"], stored["seq"])
+            self._announce_create(stored, created, item.mutation_id, now)
         return outcomes
 
     async def update(self, user_id: str, task_id: str, changes: dict[str, Any],

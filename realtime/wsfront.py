@@ -104,6 +104,7 @@ class Front:
         self.aiohttp_server = server
         self.app = app
         self.path = SOCKETS
+        self.prefix = f"GET {SOCKETS}".encode()  # how a request the front may serve starts
         policy = app.get(POLICY)
         headers = [*(policy.headers if policy is not None else ()), ("Server", SERVER)]
         self.extra_headers = "".join(f"{name}: {value}\r\n" for name, value in headers)
@@ -185,8 +186,7 @@ class FrontProtocol(asyncio.Protocol):
                     self.transport is not None:
                 self.transport.abort()
             return
-        buf = self._buf
-        prefix = b"GET " + self._front.path.encode()
+        buf, prefix = self._buf, self._front.prefix
         if buf[:len(prefix)] != prefix[:len(buf)]:
             self._hand_to_aiohttp()
             return
@@ -202,7 +202,7 @@ class FrontProtocol(asyncio.Protocol):
         del buf[:end + 4]
         self._state = HANDSHAKE
         task = asyncio.get_running_loop().create_task(self._handshake(environ))
-        self._reader = task  # kept until the handshake ends (no socket reads before it)
+        self._reader = task  # a reference until the handshake ends
 
     def _hand_to_aiohttp(self) -> None:
         transport, data = self.transport, bytes(self._buf)
