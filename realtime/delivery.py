@@ -107,25 +107,9 @@ class Delivery:
     def send(self, eio_sid: str, packet: Outgoing) -> bool:
         """Hand the packet to the socket now; False if the socket is gone or was dropped."""
         socket = self._eio.sockets.get(eio_sid)
-        if socket is None or socket.closed or socket.closing:
+        if socket is None:
             return False
-        transport = self._transports.get(eio_sid)
-        if (transport is not None and socket.upgraded and not socket.upgrading
-                and socket.queue.empty()):
-            if transport.is_closing():
-                return False
-            if transport.get_write_buffer_size() > self.max_pending_bytes:
-                self._drop(eio_sid, transport)
-                return False
-            transport.write(packet.frame)
-            self.direct += 1
-            return True
-        if socket.queue.qsize() * 256 > self.max_pending_bytes:  # a polling client gone quiet
-            self._drop(eio_sid, None)
-            return False
-        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data=packet.encoded))
-        self.queued += 1
-        return True
+        return self.deliver(Target(eio_sid, socket), (packet,))
 
     def deliver(self, target: Target, packets: Sequence[Outgoing],
                 frames: bytes | None = None) -> bool:

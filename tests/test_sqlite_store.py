@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,18 @@ from test_store_contract import new_task
 from waiting import eventually, poll_until
 
 
-async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/g.db")
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(url)
     await store.open()
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path) -> None:
+    async with opened(f"sqlite:///{tmp_path}/g.db") as store:
         results = await asyncio.gather(
             *(store.create_task(new_task(f"t{n}")) for n in range(200)),
             store.create_task(new_task("t7")),  # a duplicate id inside the same batches
@@ -32,14 +42,10 @@ async def test_concurrent_writes_share_commits_and_keep_seq_order(tmp_path: Path
         assert sum(1 for _, created in results if not created) == 1
         commits, writes = store.group_commits
         assert writes == 201 and commits < writes  # they were grouped
-    finally:
-        await store.close()
 
 
 async def test_a_failing_write_rolls_back_only_itself(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/f.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/f.db") as store:
         await store.create_task(new_task("mine", owner="a"))
         outcomes = await asyncio.gather(
             store.create_task(new_task("x1")),
@@ -49,8 +55,6 @@ async def test_a_failing_write_rolls_back_only_itself(tmp_path: Path) -> None:
         assert isinstance(outcomes[1], ApiError) and outcomes[1].code == "conflict"
         assert outcomes[0][0]["seq"] == 1 and outcomes[2][0]["seq"] == 2
         assert await store.head("user:b") == 0  # the failed write took no seq
-    finally:
-        await store.close()
 
 
 async def _queued_behind_a_gate(store: SQLiteStore, *calls: Any) -> list[Any]:
@@ -74,9 +78,7 @@ async def _queued_behind_a_gate(store: SQLiteStore, *calls: Any) -> list[Any]:
 
 
 async def test_queued_creates_run_as_one_call_in_order(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/m.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/m.db") as store:
         assert store._writer is not None
         results = await _queued_behind_a_gate(
             store, *(store.create_task(new_task(f"t{n}")) for n in range(5)),
@@ -91,16 +93,12 @@ async def test_queued_creates_run_as_one_call_in_order(tmp_path: Path) -> None:
         assert store.group_commits == (2, 8)  # the gate's transaction, then all of these
         answer = await store.sync("user:u1", 0, 100)
         assert [c["id"] for c in answer.changes] == [f"t{n}" for n in range(7)]
-    finally:
-        await store.close()
 
 
 async def test_a_merged_call_that_fails_is_run_again_call_by_call(tmp_path: Path) -> None:
     """One caller's bad item fails that caller alone; the others' writes all commit, with
     their seqs in order and no gap."""
-    store = SQLiteStore(f"sqlite:///{tmp_path}/x.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/x.db") as store:
         assert store._writer is not None
         results = await _queued_behind_a_gate(
             store, store.create_task(new_task("a")),
@@ -111,26 +109,18 @@ async def test_a_merged_call_that_fails_is_run_again_call_by_call(tmp_path: Path
         assert store._writer.merge_fallbacks == 1
         answer = await store.sync("user:u1", 0, 100)
         assert [(c["id"], c["seq"]) for c in answer.changes] == [("a", 1), ("c", 2)]
-    finally:
-        await store.close()
 
 
 async def test_a_batch_of_creates_is_one_transaction(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/o.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/o.db") as store:
         outcomes = await store.create_tasks(
             [new_task(f"t{n}", owner=f"u{n % 3}") for n in range(200)])
         assert all(not isinstance(o, ApiError) and o[1] for o in outcomes)
         assert store.group_commits == (1, 1)
-    finally:
-        await store.close()
 
 
 async def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/c.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/c.db") as store:
         assert store._writer is not None and store._checkpointer is not None
         autocheckpoint = store._writer.submit(
             lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], ())
@@ -144,8 +134,6 @@ async def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
         assert checkpointer.last is not None
         busy, pages, copied = checkpointer.last
         assert busy == 0 and copied == pages
-    finally:
-        await store.close()
 
 
 def test_the_checkpoint_thread_makes_a_busy_wal_start_over(tmp_path: Path) -> None:
@@ -211,16 +199,12 @@ async def test_an_older_database_gets_the_per_scope_search_index(tmp_path: Path)
         PRAGMA user_version = 0;
     """)
     db.close()
-    store = SQLiteStore(f"sqlite:///{path}")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{path}") as store:
         found = await store.list_tasks(TaskQuery(scopes=("user:u1",), terms=("coffee",)))
         assert [t["id"] for t in found] == ["t1"]
         await store.create_task(new_task("t2", title="More coffee"))
         found = await store.list_tasks(TaskQuery(scopes=("user:u1",), terms=("coffee",)))
         assert {t["id"] for t in found} == {"t1", "t2"}
-    finally:
-        await store.close()
 
 
 # -- reads on the event loop (store/sqlite_inline.py) -----------------------------------
@@ -230,9 +214,7 @@ COUNT_TO_TEN_MILLION = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1
 
 
 async def test_short_reads_are_answered_on_the_event_loop(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/i.db")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/i.db") as store:
         for n in range(5):
             await store.create_task(new_task(f"t{n}"))
         listed = await store.list_tasks(TaskQuery(scopes=("user:u1",)))
@@ -240,19 +222,13 @@ async def test_short_reads_are_answered_on_the_event_loop(tmp_path: Path) -> Non
         assert await store.head("user:u1") == 5
         answered, moved = store.reads
         assert answered >= 2 and moved == 0
-    finally:
-        await store.close()
 
 
 async def test_a_read_over_its_budget_is_finished_on_a_reader_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/b.db?inline_read_ms=1")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/b.db?inline_read_ms=1") as store:
         count = await store._read(lambda db: db.execute(COUNT_TO_TEN_MILLION).fetchone()[0])
         assert count == 10_000_000  # the whole answer, from the pool
         assert store.reads[1] == 1
-    finally:
-        await store.close()
 
 
 def test_the_budget_interrupts_a_long_read_long_before_it_would_end(tmp_path: Path) -> None:
@@ -271,9 +247,7 @@ def test_the_budget_interrupts_a_long_read_long_before_it_would_end(tmp_path: Pa
 
 
 async def test_an_interrupted_read_leaves_no_old_snapshot_behind(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db?inline_read_ms=0.001")
-    await store.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path}/s.db?inline_read_ms=0.001") as store:
         for n in range(300):
             await store.create_task(new_task(f"t{n}"))
         answer = await store.sync("user:u1", 0, 1000)  # a read transaction, interrupted
@@ -285,8 +259,6 @@ async def test_an_interrupted_read_leaves_no_old_snapshot_behind(tmp_path: Path)
         # A snapshot left open by the interrupted read would still say 300.
         assert await store.head("user:u1") == 301
         assert (await store.sync("user:u1", 300, 10)).seq == 301
-    finally:
-        await store.close()
 
 
 async def test_a_read_sqlite_refuses_on_the_loop_is_retried_on_a_thread(tmp_path: Path) -> None:
