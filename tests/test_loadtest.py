@@ -47,8 +47,14 @@ def small(api: Api, **kw: Any) -> Options:
 def break_delivery(api: Api, misbehave: Callable[[Callable[..., bool], str, Outgoing], bool],
                    nth: int) -> list[str]:
     """Make the app's delivery engine misbehave on the `nth` task event it sends."""
-    delivery = api.app[keys.SOCKETS].delivery
-    real_send = delivery.send
+    gateway = api.app[keys.SOCKETS]
+    delivery = gateway.delivery
+    real_deliver = delivery.deliver  # every packet passes here (`send` is one-packet deliver)
+
+    def real_send(eio_sid: str, packet: Outgoing) -> bool:
+        socket = gateway.sio.eio.sockets.get(eio_sid)
+        return socket is not None and real_deliver(Target(eio_sid, socket), (packet,))
+
     seen = [0]
     touched: list[str] = []
 
@@ -69,7 +75,6 @@ def break_delivery(api: Api, misbehave: Callable[[Callable[..., bool], str, Outg
             ok = send(target.eio_sid, packet) and ok
         return ok
 
-    delivery.send = send
     delivery.deliver = deliver
     return touched
 
