@@ -84,6 +84,7 @@ VARIANTS = ("node", "py", "ours")
 ALL_SCENARIOS = ("idle", "fanout", "onewriter", "bigroom", "tenk", "rest")
 HELD_P99_MS = 100.0
 SWITCH_INTERVAL = 0.0  # set by --ours-switch-interval
+OURS_ENV: dict[str, str] = {}  # set by --ours-env (diagnostics: one setting changed)
 LADDER = [500, 1000, 2000, 5000, 10000, 20000, 40000]
 
 
@@ -262,6 +263,7 @@ class Servers:
             **LIMITS_FAR_ABOVE_LOAD,
             "TASKMASTER_SERVER_LOG_LEVEL": "WARNING",
             "TASKMASTER_SERVER_INSTANCE_ID": f"{self.tag}-{port}",
+            **OURS_ENV,
         })
         argv = [str(TASKMASTER)]
         if SWITCH_INTERVAL:  # diagnostic (--ours-switch-interval): the GIL's switch interval
@@ -986,6 +988,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="comma list: only these profile jobs (default all)")
     ap.add_argument("--ours-switch-interval", type=float, default=0.0, metavar="SECONDS",
                     help="diagnostic: start ours with sys.setswitchinterval(SECONDS)")
+    ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="diagnostic: one more environment setting for ours (repeatable)")
     ap.add_argument("--max-minutes", type=float, default=120)
     ap.add_argument("--quiet-wait", type=float, default=5, metavar="MINUTES",
                     help="before each round wait up to this long for the machine's busy CPU "
@@ -1034,7 +1038,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     global SWITCH_INTERVAL
     SWITCH_INTERVAL = args.ours_switch_interval
-    meta_extra = {"ours_switch_interval": SWITCH_INTERVAL} if SWITCH_INTERVAL else {}
+    meta_extra: dict[str, Any] = {"ours_switch_interval": SWITCH_INTERVAL} if SWITCH_INTERVAL else {}
+    for item in args.ours_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--ours-env: expected KEY=VALUE, got {item!r}")
+        OURS_ENV[key] = value
+    if OURS_ENV:
+        meta_extra["ours_env"] = dict(OURS_ENV)
     if args.summarize:
         data = json.loads(Path(args.summarize).read_text())
         if data.get("runs"):

@@ -22,28 +22,25 @@ from collections.abc import Collection
 
 from store import Store
 
+Asker = tuple[Collection[str], "asyncio.Future[dict[str, int]]"]
+
 
 class HeadReader:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._waiting: dict[str, asyncio.Future[int]] = {}  # the next batch
+        self._waiting: list[Asker] = []  # the next batch: each caller's scopes and future
         self._reading = False
         self._task: asyncio.Task[None] | None = None  # the read under way
         self.reads = 0  # store calls made (how well connects are batched)
 
     async def heads(self, scopes: Collection[str]) -> dict[str, int]:
         """The current head of each scope, read after this call began."""
-        loop = asyncio.get_running_loop()
-        futures = {}
-        for scope in scopes:
-            future = self._waiting.get(scope)
-            if future is None:
-                future = self._waiting[scope] = loop.create_future()
-            futures[scope] = future
+        # A future per caller, so one caller giving up cancels nobody else's answer.
+        future: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((scopes, future))
         if not self._reading:
             self._start()
-        # shield: one caller giving up must not cancel the answer the others wait for
-        return {scope: await asyncio.shield(future) for scope, future in futures.items()}
+        return await future
 
     def _start(self) -> None:
         """A read task, which takes its batch when it first runs (the next turn of the
@@ -54,15 +51,16 @@ class HeadReader:
         self._task = asyncio.ensure_future(self._read_next())
 
     async def _read_next(self) -> None:
-        batch, self._waiting = self._waiting, {}
+        batch, self._waiting = self._waiting, []
         await self._read(batch)
 
-    async def _read(self, batch: dict[str, asyncio.Future[int]]) -> None:
+    async def _read(self, batch: list[Asker]) -> None:
         try:
             self.reads += 1
-            heads = await self.store.heads(list(batch))
+            scopes = list({scope: None for scopes, _ in batch for scope in scopes})
+            heads = await self.store.heads(scopes)
         except BaseException as exc:
-            for future in batch.values():
+            for _, future in batch:
                 if future.done():
                     continue
                 if isinstance(exc, Exception):
@@ -73,9 +71,9 @@ class HeadReader:
             if not isinstance(exc, Exception):
                 raise
         else:
-            for scope, future in batch.items():
+            for asked, future in batch:
                 if not future.done():
-                    future.set_result(heads[scope])
+                    future.set_result({scope: heads[scope] for scope in asked})
         finally:
             self._reading = False
             self._start()  # what was asked for meanwhile

@@ -16,6 +16,15 @@ falls back to this instance's own counts (logged, at most once per LOG_EVERY
 seconds) and tries Redis again after RETRY_REDIS_AFTER: limits then hold per
 instance instead of across them, and requests never wait on a dead Redis.
 
+Leases (rules with `leased`, the connect budget): in Redis an instance may take several
+units of one budget in one round trip and hand them to the next requests of that key
+itself, with no round trip. A unit is spent in Redis before it is used, and a GCRA
+sequence stays conforming when a request is served later than it was counted, so a
+lease is never looser than checking every request; units left when the lease expires
+are lost, which is stricter. The first request of a key asks for one unit; a key that
+keeps asking gets leases that double, up to `Rule.lease_cap` (1/32 of the budget, so a
+burst's leftovers waste little of it).
+
 Client addresses (`client_address`): the TCP peer, or, when the peer is one of the
 configured trusted proxies, the right-most X-Forwarded-For hop that is not a
 trusted proxy. IPv6 clients are counted per /64 (one subscriber's whole network).
@@ -43,6 +52,7 @@ from .config import Config, IPNetwork
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 30.0  # seconds between two sweeps of expired in-process entries
 MAX_KEYS = 1_000_000  # in-process entries kept at most (about 150 bytes each)
+MAX_LEASES = 10_000  # leased keys kept at most (a lease is about 300 bytes)
 TOLERANCE_MS = 0.001
 RETRY_REDIS_AFTER = 1.0  # seconds of local-only limiting after a Redis failure
 LOG_EVERY = 30.0
@@ -75,6 +85,29 @@ end
 return 0
 """
 
+# KEYS: one bucket; ARGV: interval_ms, window_ms, wanted units. Spends as many units as
+# the budget allows now, at most the wanted ones, and returns {granted, ms until one more
+# unit would be allowed (0 if every wanted unit was granted)}; granting 0 changes nothing.
+LEASE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local n = math.floor((now + window + 0.001 - tat) / interval)
+if n > want then n = want end
+if n > 0 and tat + n * interval - now - window > 0.001 then n = n - 1 end
+if n < 1 then return {0, math.ceil(tat + interval - now - window)} end
+local new = tat + n * interval
+redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.max(1, math.ceil(new - now)))
+if n < want then return {n, math.max(1, math.ceil(new + interval - now - window))} end
+return {n, 0}
+"""
+LEASE_MAX = 32  # units one lease holds at most
+LEASE_SECONDS = 1.0  # a lease's units unused this long after it was granted are dropped
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -83,10 +116,15 @@ class Rule:
     name: str  # the key namespace: rest, user, auth, connect
     limit: int
     window_ms: int
+    leased: bool = False  # in Redis, units may be taken a few at a time (module docstring)
 
     @property
     def interval_ms(self) -> float:
         return self.window_ms / self.limit
+
+    @property
+    def lease_cap(self) -> int:
+        return max(1, min(LEASE_MAX, self.limit // 32))
 
 
 Check = tuple[Rule, str]  # a rule and whose budget (an address, a user id)
@@ -168,12 +206,28 @@ class MemoryLimiter:
             self.sweep()
 
 
+class _Lease:
+    """Units of one key's budget spent in Redis and not yet used here, and the callers
+    waiting for the next grant (each a future: 0.0 = allowed, else seconds to wait)."""
+
+    __slots__ = ("asked", "expires", "granted", "units", "waiting")
+
+    def __init__(self) -> None:
+        self.units = 0
+        self.expires = 0.0
+        self.granted = 0  # the last grant's size: the next one may double it
+        self.waiting: list[asyncio.Future[float]] = []
+        self.asked = False  # `waiting` is queued for the next round trip
+
+
 class RedisLimiter:
     """The TATs in Redis (`<prefix>:rl:<rule>:<who>`), shared by every instance.
 
     Checks that arrive while a round trip is in flight wait for the next one and go
     together in one pipeline (each its own script call, atomic on its own): one
-    connection, one round trip per batch, however many requests arrive at once."""
+    connection, one round trip per batch, however many requests arrive at once.
+    A leased rule's requests are served from this instance's lease of the key when it
+    holds units, else they wait together for one grant (module docstring)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -184,6 +238,8 @@ class RedisLimiter:
         self._client: Any = None
         self._script: Any = None
         self._pending: list[tuple[list[str], list[float], asyncio.Future[float]]] = []
+        self._leases: dict[str, _Lease] = {}
+        self._lease_asks: list[tuple[str, Rule, _Lease]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._skip_until = 0.0
@@ -200,6 +256,7 @@ class RedisLimiter:
             self._url, max_connections=REDIS_POOL, socket_connect_timeout=REDIS_TIMEOUT,
             socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(GCRA_LUA)
+        self._lease_script = self._client.register_script(LEASE_LUA)
         await self._local.start()
         self._flusher = asyncio.create_task(self._flush_forever(), name="ratelimit-redis")
 
@@ -207,6 +264,9 @@ class RedisLimiter:
         await stop_task(self._flusher)
         for _, _, future in self._pending:
             future.cancel()
+        for lease in self._leases.values():
+            for future in lease.waiting:
+                future.cancel()
         await self._local.stop()
         if self._client is not None:
             await self._client.aclose()
@@ -219,6 +279,8 @@ class RedisLimiter:
             return 0.0
         if time.monotonic() < self._skip_until:
             return self._local.hit_now(checks)
+        if len(checks) == 1 and checks[0][0].leased:
+            return await self._leased(checks)
         keys = [self.key(rule, ident) for rule, ident in checks]
         args: list[float] = []
         for rule, _ in checks:
@@ -231,6 +293,57 @@ class RedisLimiter:
         except (OSError, TimeoutError, _RedisError) as exc:
             self._failed(exc)
             return self._local.hit_now(checks)
+
+    async def _leased(self, checks: Sequence[Check]) -> float:
+        rule, ident = checks[0]
+        key = self.key(rule, ident)
+        lease = self._leases.get(key)
+        if lease is None:
+            if len(self._leases) >= MAX_LEASES:
+                self._forget_leases()
+            lease = self._leases[key] = _Lease()
+        if lease.units > 0:
+            if time.monotonic() < lease.expires:
+                lease.units -= 1
+                return 0.0
+            lease.units = 0  # too old: dropped (never looser, see the module docstring)
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        lease.waiting.append(future)
+        if not lease.asked:
+            lease.asked = True
+            self._lease_asks.append((key, rule, lease))
+            self._wake.set()
+        try:
+            return await future
+        except (OSError, TimeoutError, _RedisError) as exc:
+            self._failed(exc)
+            return self._local.hit_now(checks)
+
+    def _forget_leases(self) -> None:
+        """Drop the leases nobody waits on (bounded memory; their units are lost)."""
+        for key in [k for k, lease in self._leases.items() if not lease.waiting]:
+            del self._leases[key]
+
+    def _granted(self, lease: _Lease, waiting: list[asyncio.Future[float]],
+                 result: Any) -> None:
+        """Hand a grant to the callers that asked for it; what is left is the lease."""
+        granted, wait_ms = int(result[0]), int(result[1])
+        lease.granted = granted
+        for future in waiting:
+            if future.done():  # its caller gave up: its unit goes to the next one
+                continue
+            if granted > 0:
+                granted -= 1
+                future.set_result(0.0)
+            else:
+                future.set_result(wait_ms / 1000)
+        while granted > 0 and lease.waiting:  # those queued for the next grant meanwhile
+            future = lease.waiting.pop(0)
+            if not future.done():
+                granted -= 1
+                future.set_result(0.0)
+        lease.units = granted
+        lease.expires = time.monotonic() + LEASE_SECONDS
 
     def _failed(self, exc: BaseException) -> None:
         self.fallbacks += 1
@@ -245,33 +358,61 @@ class RedisLimiter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, self._pending = self._pending, []
-            batch = [item for item in batch if not item[2].done()]
+            batch: list[tuple[list[str], list[float], asyncio.Future[float] | None]] = [
+                item for item in self._pending if not item[2].done()]
+            self._pending = []
+            asks, self._lease_asks = self._lease_asks, []
+            leases = []
+            for key, rule, lease in asks:
+                lease.asked = False
+                waiting = [future for future in lease.waiting if not future.done()]
+                lease.waiting = []
+                if not waiting:
+                    continue
+                want = len(waiting)
+                if lease.granted and time.monotonic() < lease.expires:
+                    # asked again soon after the last grant: a larger lease
+                    want = max(want, min(rule.lease_cap, 2 * lease.granted))
+                leases.append((waiting, lease))
+                batch.append(([key], [rule.interval_ms, rule.window_ms, want], None))
             if not batch:
                 continue
             try:
                 results = await self._run(batch)
             except Exception as exc:  # Redis down or timing out: every caller falls back
                 results = [exc] * len(batch)
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if future.done():
+            checks = len(batch) - len(leases)
+            for (_, _, future), result in zip(batch[:checks], results[:checks], strict=True):
+                if future is None or future.done():
                     continue
                 if isinstance(result, BaseException):
                     future.set_exception(_RedisError(result))
                 else:
                     future.set_result(int(result) / 1000)
+            for (waiting, lease), result in zip(leases, results[checks:], strict=True):
+                if isinstance(result, BaseException):
+                    lease.granted = 0
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(_RedisError(result))
+                else:
+                    self._granted(lease, waiting, result)
 
     async def _run(self, batch: list[tuple[list[str], list[float], Any]]) -> list[Any]:
+        """One pipeline: a GCRA check per item, a lease request per item without a
+        future (they come last)."""
         from redis.exceptions import NoScriptError
 
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
-            for keys, args, _ in batch:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            for keys, args, future in batch:
+                script = self._script if future is not None else self._lease_script
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             self.round_trips += 1
             results: list[Any] = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 await self._client.script_load(GCRA_LUA)  # a restarted or flushed Redis
+                await self._client.script_load(LEASE_LUA)
                 continue
             return results
         raise AssertionError("unreachable")
@@ -299,16 +440,18 @@ class RateLimits:
         self.trusted = config.trusted_proxies
         enabled = config.rate_limit_enabled
 
-        def rule(name: str, limit: int, window_ms: int) -> Rule | None:
-            return Rule(name, limit, window_ms) if enabled and limit > 0 else None
+        def rule(name: str, limit: int, window_ms: int, leased: bool = False) -> Rule | None:
+            return Rule(name, limit, window_ms, leased) if enabled and limit > 0 else None
 
         self.rest = rule("rest", config.rate_limit_max_requests, config.rate_limit_window_ms)
         self.user = rule("user", config.rate_limit_user_max_requests,
                          config.rate_limit_window_ms)
         self.auth = rule("auth", config.rate_limit_auth_max_requests,
                          config.rate_limit_auth_window_ms)
+        # Leased: a reconnect storm from one address (a NAT, a load test) costs a round
+        # trip per lease rather than per connect.
         self.connect = rule("connect", config.rate_limit_connect_max,
-                            config.rate_limit_connect_window_ms)
+                            config.rate_limit_connect_window_ms, leased=True)
         self.socket_events = rule("socket", config.rate_limit_socket_max_events,
                                   config.rate_limit_socket_window_ms)
 

@@ -139,6 +139,7 @@ class SocketGateway:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self._accepted = self.metrics.connects.labels("accepted", "")  # once, not per connect
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=IndexedManager(),  # disconnects leave only their own rooms
@@ -369,7 +370,7 @@ class SocketGateway:
             self.metrics.connects.labels("refused", exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}) from None
-        self.metrics.connects.labels("accepted", "").inc()
+        self._accepted.inc()
         self.sessions[sid] = session
         session.target = target = Target(eio_sid, eio_socket)
         for scope, feed in session.feeds.items():
@@ -378,12 +379,13 @@ class SocketGateway:
         self._schedule_expiry(session)
         # Catch-up runs after this handler returns, i.e. after CONNECT is queued; until
         # it is done, the feeds hold live events back (Feed.repairing starts True).
+        loop = asyncio.get_running_loop()
         for scope in readable:
             feed = session.feeds[scope]
             if scope in cursors:
                 self._spawn(session, self._repair(session, feed))
-            else:
-                self._spawn(session, self._flush_or_repair(session, feed))
+            else:  # most often nothing to read: a callback, not a task per connect
+                loop.call_soon(self._flush_or_repair, session, feed)
         return None
 
     async def _on_disconnect(self, sid: str, *_: Any) -> dict[str, Any] | None:
@@ -623,9 +625,12 @@ class SocketGateway:
                     feed.repairing = True
                     self._spawn(session, self._repair(session, feed))
 
-    async def _flush_or_repair(self, session: Session, feed: Feed) -> None:
+    def _flush_or_repair(self, session: Session, feed: Feed) -> None:
+        if self.sessions.get(session.sid) is not session:
+            return  # disconnected meanwhile
         self._flush(session, feed)
-        await self._repair(session, feed)
+        if feed.repairing:  # a gap since the head was read: the store fills it
+            self._spawn(session, self._repair(session, feed))
 
     async def _repair(self, session: Session, feed: Feed, grace: float = 0.0) -> None:
         """Fill the feed's gap from the store, then send what was held, in order."""

@@ -156,12 +156,83 @@ async def test_redis_checks_arriving_together_share_round_trips() -> None:
         await limiter.stop()
 
 
+@pytest.mark.parametrize("limit", [1, 3, 7, 100])
+async def test_a_leased_budget_of_n_allows_exactly_n(limit: int) -> None:
+    """Leases are never looser than checking every request, and requests one after the
+    other (the lease growing each time) lose nothing at the end of the budget."""
+    limiter = RedisLimiter(shared_redis_url())
+    await limiter.start()
+    try:
+        rule = Rule("c", limit, 3_600_000, leased=True)  # nothing refills during the test
+        results = [await limiter.hit([(rule, "a")]) for _ in range(limit + 2)]
+        assert results[:limit] == [0] * limit
+        assert all(wait > 0 for wait in results[limit:]), results[limit:]
+        assert limiter.fallbacks == 0
+        if limit == 100:  # the leases grew: fewer round trips than requests
+            assert limiter.round_trips < 60, limiter.round_trips
+    finally:
+        await limiter.stop()
+
+
+async def test_leases_of_two_instances_never_exceed_the_budget() -> None:
+    url = shared_redis_url()
+    limiters = [RedisLimiter(url), RedisLimiter(url)]
+    for limiter in limiters:
+        await limiter.start()
+    try:
+        rule = Rule("c", 640, 3_600_000, leased=True)  # leases of up to 20 units
+        allowed = 0
+        for _ in range(25):  # waves of concurrent requests on both instances
+            results = await asyncio.gather(*(limiter.hit([(rule, "a")])
+                                             for limiter in limiters for _ in range(20)))
+            allowed += results.count(0)
+        # 1,000 requests: never more than the budget; at most two leases' leftovers lost
+        assert 640 - 2 * rule.lease_cap <= allowed <= 640, allowed
+        trips = sum(limiter.round_trips for limiter in limiters)
+        assert trips < 200, trips  # 1,000 requests, about one round trip per wave
+    finally:
+        for limiter in limiters:
+            await limiter.stop()
+
+
+async def test_a_lone_leased_request_spends_one_unit() -> None:
+    url = shared_redis_url()
+    leasing, exact = RedisLimiter(url), RedisLimiter(url)
+    await leasing.start()
+    await exact.start()
+    try:
+        leased = Rule("c", 640, 3_600_000, leased=True)
+        assert await leasing.hit([(leased, "a")]) == 0
+        checked = Rule("c", 640, 3_600_000)  # the same bucket, one request at a time
+        results = [await exact.hit([(checked, "a")]) for _ in range(640)]
+        assert results[:639] == [0] * 639 and results[639] > 0
+    finally:
+        await leasing.stop()
+        await exact.stop()
+
+
+async def test_an_expired_lease_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import realtime.ratelimit as ratelimit
+
+    monkeypatch.setattr(ratelimit, "LEASE_SECONDS", 0.0)
+    limiter = RedisLimiter(shared_redis_url())
+    await limiter.start()
+    try:
+        rule = Rule("c", 640, 60_000, leased=True)
+        for _ in range(10):
+            assert await limiter.hit([(rule, "a")]) == 0
+        assert limiter.round_trips == 10  # each lease was dropped unused: asked again
+    finally:
+        await limiter.stop()
+
+
+@pytest.mark.parametrize("leased", [False, True])
 async def test_an_unreachable_redis_falls_back_to_local_counts(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, leased: bool) -> None:
     limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0")
     await limiter.start()
     try:
-        rule = Rule("t", 2, 60_000)
+        rule = Rule("t", 2, 60_000, leased)
         with caplog.at_level(logging.WARNING, logger="realtime.ratelimit"):
             results = [await limiter.hit([(rule, "a")]) for _ in range(3)]
         assert results[:2] == [0, 0] and results[2] > 0  # still limited, per instance
