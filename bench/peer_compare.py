@@ -347,7 +347,8 @@ def scenario_plan(args: argparse.Namespace) -> list[tuple[str, str, dict[str, An
     for name in args.scenarios:
         if name == "idle":
             levels = [200, 1000] if quick else args.idle_levels
-            plan.append(("idle", "idle", dict(levels=levels, settleMs=3000, concurrency=100,
+            plan.append(("idle", "idle", dict(levels=levels, settleMs=3000,
+                                              concurrency=args.idle_concurrency,
                                               maxSeconds=240), 1, VARIANTS))
         elif name == "fanout":
             plan.append(("fanout", "fanout", dict(fanout), 2, VARIANTS))
@@ -974,6 +975,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma list of node, py, ours (run order within a scenario)")
     ap.add_argument("--idle-levels", default="1000,5000,10000")
+    ap.add_argument("--idle-concurrency", type=int, default=100,
+                    help="handshakes in flight in (a) (the peer's method: 100)")
     ap.add_argument("--fanout-users", type=int, default=1000)
     ap.add_argument("--rates", default=",".join(map(str, LADDER)),
                     help="the offered-rate ladder of (b) and (e), events/s")
@@ -1038,7 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     global SWITCH_INTERVAL
     SWITCH_INTERVAL = args.ours_switch_interval
-    meta_extra: dict[str, Any] = {"ours_switch_interval": SWITCH_INTERVAL} if SWITCH_INTERVAL else {}
+    meta_extra: dict[str, Any] = {}
+    if SWITCH_INTERVAL:
+        meta_extra["ours_switch_interval"] = SWITCH_INTERVAL
     for item in args.ours_env:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -184,6 +184,30 @@ async def test_a_websocket_client_is_served_natively_and_gets_events(
     await eventually(lambda: not front.connections, 5, "the native connection released")
 
 
+async def test_a_connect_and_an_event_in_one_read_are_handled_in_order(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    """Packets that arrive together are handled one after the other: the event is not
+    handled before the CONNECT it follows (it would be refused as not connected), and
+    its store write runs in a task (asyncio.timeout outside one is a RuntimeError)."""
+    api, user = await served(aiohttp_client, openapi_checker, tmp_path)
+    claims = json.loads(base64.urlsafe_b64decode(user.token.split(".")[1] + "=="))
+    raw = await Raw.connect(api.client)
+    await raw.handshake()
+    # With a cursor there is no head to read: the whole connect runs without waiting.
+    auth = {"token": user.token, "cursors": {f"user:{claims['sub']}": 0}}
+    raw.writer.write(frame(TEXT, b"40" + json.dumps(auth).encode())
+                     + frame(TEXT, b'421["task:create",{"title":"pipelined"}]'))
+    packets = []
+    while not packets or not packets[-1].startswith(b"431"):
+        opcode, payload = await raw.frame()
+        assert opcode == TEXT
+        packets.append(payload)
+    assert packets[0].startswith(b'40{"sid"'), packets
+    ack = json.loads(packets[-1][3:])[0]
+    assert ack["ok"] is True and ack["task"]["title"] == "pipelined", ack
+    raw.close()
+
+
 async def test_polling_and_its_upgrade_stay_with_aiohttp(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     api, user = await served(aiohttp_client, openapi_checker, tmp_path,
