@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import http
 import logging
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .engineio_lean import LeanSocket
 
 log = logging.getLogger(__name__)
+MAX_HEADER_KEYS = 512
 
 NATIVE = "taskmaster.native"  # environ key: the FrontProtocol serving this handshake
 ADDRESS = "taskmaster.address"  # environ key: the client's rate-limit address
@@ -111,6 +113,9 @@ class Front:
         gateway = app.get(keys.SOCKETS)
         self.eio: Any = gateway.sio.eio if gateway is not None else None
         self.connections: set[FrontProtocol] = set()
+        # Header names as sent -> their environ keys: the same few names come with every
+        # handshake (bounded: the names are the clients' to choose).
+        self.header_keys: dict[str, str] = {}
         self.accepted = 0  # native websockets accepted (a metric for tests and benchmarks)
         self._trusted: tuple[Any, ...] | None = None
 
@@ -242,11 +247,16 @@ class FrontProtocol(asyncio.Protocol):
                                    "QUERY_STRING": query, "RAW_URI": target,
                                    "SERVER_PROTOCOL": "HTTP/1.1"}
         forwarded: list[str] = []
+        keys = self._front.header_keys
         for line in lines[1:]:
             name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip() or " " in name:
-                return None  # folded or malformed: aiohttp answers it
-            key = "HTTP_" + name.upper().replace("-", "_")
+            key = keys.get(name)
+            if key is None:
+                if not colon or not name or name != name.strip() or " " in name:
+                    return None  # folded or malformed: aiohttp answers it
+                key = "HTTP_" + name.upper().replace("-", "_")
+                if len(keys) < MAX_HEADER_KEYS:
+                    keys[name] = key
             value = value.strip()
             if key == "HTTP_X_FORWARDED_FOR":
                 forwarded.append(value)
@@ -259,8 +269,8 @@ class FrontProtocol(asyncio.Protocol):
         connection = {t.strip().lower() for t in environ.get("HTTP_CONNECTION", "").split(",")}
         key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
         try:
-            key_ok = len(base64.b64decode(key, validate=True)) == 16
-        except ValueError:
+            key_ok = len(binascii.a2b_base64(key, strict_mode=True)) == 16
+        except (binascii.Error, ValueError):
             key_ok = False
         if (environ.get("HTTP_UPGRADE", "").lower() != "websocket" or "upgrade" not in connection
                 or environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13" or not key_ok
