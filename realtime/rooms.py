@@ -12,10 +12,16 @@ current by the only two methods that change membership (`basic_enter_room`,
 `basic_leave_room`), so a disconnect leaves exactly the socket's own rooms. The stock
 table (`rooms[namespace][room][sid] = eio_sid`) is left as it is: everything else in
 python-socketio reads it.
+
+The sockets connecting and disconnecting (`pending_connect`, `pending_disconnect`) are
+lists in the stock manager, searched by every connect, every `is_connected` (each event
+a socket sends) and every disconnect: a storm of N connects queued behind admission made
+that O(N^2). Here they are insertion-ordered sets with the list methods stock uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import socketio
@@ -23,9 +29,42 @@ import socketio
 Room = str | None  # None is the namespace's "every connected socket" room
 
 
+class SidList:
+    """The list operations python-socketio uses on its pending sids, each O(1)."""
+
+    __slots__ = ("_sids",)
+
+    def __init__(self, sids: Iterable[str] = ()) -> None:
+        self._sids = dict.fromkeys(sids)
+
+    def append(self, sid: str) -> None:
+        self._sids[sid] = None
+
+    def remove(self, sid: str) -> None:
+        del self._sids[sid]  # KeyError where a list raises ValueError: callers check first
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._sids
+
+    def __len__(self) -> int:
+        return len(self._sids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sids)
+
+
+class PendingSids(dict[str, SidList]):
+    """namespace -> SidList; stock code stores a new `[]` here, which becomes one."""
+
+    def __setitem__(self, namespace: str, sids: Iterable[str]) -> None:
+        super().__setitem__(namespace, sids if isinstance(sids, SidList) else SidList(sids))
+
+
 class IndexedManager(socketio.AsyncManager):
     def __init__(self) -> None:
         super().__init__()
+        self.pending_connect = PendingSids()
+        self.pending_disconnect = PendingSids()
         # namespace -> sid -> the rooms that sid is in (its own sid room and None included).
         # A tuple rather than a set: a socket is in 3 rooms or so, and a set of 3 costs
         # 216 bytes per socket against 64; membership changes are rare and O(rooms).

@@ -83,6 +83,40 @@ async def test_the_stock_manager_is_quadratic_here() -> None:
     assert await leave_all(manager, sids) > 300 * 300 / 2
 
 
+class CountingSid(str):
+    """A sid that counts the comparisons made against it (a list search makes one per
+    entry; a set lookup none unless the hash matches)."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingSid.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+async def comparisons_to_find_one_among(manager: Any, pending: int) -> int:
+    manager.set_server(socketio.AsyncServer())
+    for n in range(pending):  # sockets whose CONNECT waits (admission, a storm)
+        await manager.pre_connect(f"eio{n}", NS)
+        sid = await manager.connect(f"eio-in-{n}", NS)
+        manager.pre_disconnect(sid, NS)  # and sockets on their way out
+    probe = CountingSid("not-a-pending-sid")
+    CountingSid.comparisons = 0
+    manager.is_connected(probe, NS)  # every event a socket sends asks this
+    return CountingSid.comparisons
+
+
+async def test_pending_connects_and_disconnects_are_found_without_a_scan() -> None:
+    assert await comparisons_to_find_one_among(IndexedManager(), 2000) <= 2
+
+
+async def test_the_stock_manager_scans_its_pending_lists() -> None:
+    """The counter sees the stock behaviour (so the test above can fail)."""
+    assert await comparisons_to_find_one_among(socketio.AsyncManager(), 500) >= 1000
+
+
 async def test_membership_answers_stay_those_of_the_stock_manager() -> None:
     def shape(manager: Any, sids: list[str]) -> dict[str, Any]:
         """Rooms by what they hold (eio sids), sid rooms by their socket's index."""
