@@ -128,6 +128,7 @@ async def stats(request: web.Request) -> web.Response:
         "bench": {"batches": bench.batches, "creates": bench.creates,
                   "create_seconds": round(bench.create_seconds, 6),
                   "batch_seconds": round(bench.batch_seconds, 6)},
+        "connects": gateway.connect_stats(),
         "gc": {"counts": gc.get_count(), "threshold": gc.get_threshold(),
                "collections": [s["collections"] for s in gc.get_stats()],
                "frozen": gc.get_freeze_count()},

@@ -253,6 +253,13 @@ class SocketGateway:
 
     # -- connect and disconnect ----------------------------------------------------
 
+    def connect_stats(self) -> dict[str, int]:
+        """How connects were served: store reads of heads (one per batch), round trips of
+        the shared rate limiter (the bench stats)."""
+        limiter = self._limits.limiter if self._limits is not None else None
+        return {"head_reads": self._heads.reads if self._heads is not None else 0,
+                "limiter_round_trips": getattr(limiter, "round_trips", 0)}
+
     def _socketio_connected(self, eio_sid: str) -> bool:
         return self.sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None
 

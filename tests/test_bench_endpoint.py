@@ -12,7 +12,8 @@ from realtime import keys
 from realtime.app import create_app
 from realtime.config import ConfigError, load_config
 
-from conftest import TEST_SECRET, make_config
+from conftest import TEST_SECRET, Api, OpenAPIChecker, make_config
+from socket_clients import Tab
 
 
 async def test_off_by_default(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -46,6 +47,22 @@ async def test_creates_real_tasks_with_seq(aiohttp_client: Any, tmp_path: Path) 
     stats = await (await client.get("/api/_bench/stats")).json()
     assert stats["bench"]["creates"] == 6 and stats["bench"]["batches"] == 1
     assert stats["sockets"] == 0 and stats["rss"] > 0
+    assert stats["connects"] == {"head_reads": 0, "limiter_round_trips": 0}  # none yet
+
+
+async def test_stats_count_how_connects_were_served(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    api = Api(await aiohttp_client(create_app(make_config(
+        tmp_path, **{"bench.endpoints": True}))), openapi_checker)
+    user = await api.as_new_user()
+    tabs = [await Tab(str(api.client.make_url("/")), user.token).connect() for _ in range(3)]
+    try:
+        stats = await (await api.client.get("/api/_bench/stats")).json()
+        assert 1 <= stats["connects"]["head_reads"] <= 3  # one per batch of connects
+        assert stats["connects"]["limiter_round_trips"] == 0  # in memory: no Redis
+    finally:
+        for tab in tabs:
+            await tab.close()
 
 
 @pytest.mark.parametrize("body", [
