@@ -33,7 +33,6 @@ import time
 import uuid
 import zlib
 from collections import deque
-from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import orjson
@@ -44,9 +43,13 @@ from redis.exceptions import RedisError
 
 from ..aio import stop_task
 from . import Event, Handler
+from .subscriber import SubscriberConnection
 
 log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_CAP = 0.1, 5.0
+CONNECT_TIMEOUT = 2.0  # seconds to connect, authenticate and name the subscription
+KEEPER_TICK = 1.0  # seconds between two looks at the subscription's silence
+PING_AFTER, PING_ANSWER_WITHIN = 5.0, 5.0  # seconds
 OPTIONS = {"prefix", "shards", "pubsub", "queue"}
 
 
@@ -195,19 +198,20 @@ class RedisBroker:
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_START
         while True:
-            assert self._client is not None
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            sub = SubscriberConnection(self._url, f"taskmaster:{self.prefix}:{self.instance}:sub")
             try:
-                await pubsub.subscribe(self.control_channel)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await sub.open()
+                sub.send("SUBSCRIBE", self.control_channel)
                 self._subscribed = set()
-                await self._reconcile(pubsub)
+                await self._reconcile(sub)
                 await self._set_health(True)
                 # Anything published while we were not subscribed is lost to us:
                 # every local feed re-checks the store.
                 self._deliver_locally({"type": "control:resync"})
                 backoff = BACKOFF_START
-                await self._receive(pubsub)
-            except (RedisError, OSError) as exc:
+                await self._receive(sub)
+            except (RedisError, OSError, TimeoutError) as exc:  # SubscriberError: an OSError
                 if self.healthy:
                     log.warning("redis subscription lost (%s); reconnecting", exc)
                 await self._set_health(False)
@@ -215,8 +219,7 @@ class RedisBroker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                sub.close()
 
     async def _set_health(self, healthy: bool) -> None:
         self.healthy = healthy
@@ -228,45 +231,76 @@ class RedisBroker:
         async with self._synced:
             self._synced.notify_all()
 
-    async def _reconcile(self, pubsub: Any) -> None:
+    async def _reconcile(self, sub: SubscriberConnection) -> None:
         wanted = set(self._interest)
         add, remove = wanted - self._subscribed, self._subscribed - wanted
         if add:
-            await (pubsub.ssubscribe(*add) if self.sharded else pubsub.subscribe(*add))
+            sub.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", *add)
         if remove:
-            await (pubsub.sunsubscribe(*remove) if self.sharded else pubsub.unsubscribe(*remove))
+            sub.send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", *remove)
         self._subscribed = (self._subscribed | add) - remove
         await self._notify_synced()
 
-    async def _receive(self, pubsub: Any) -> None:
-        last_heard = time.monotonic()
+    async def _receive(self, sub: SubscriberConnection) -> None:
+        """Read and dispatch on one task; subscription changes and the keep-alive ping
+        on another (a read waits for data as long as it takes, with no timeout per read).
+        Whichever ends first (a failure) ends the other."""
+        heard = [time.monotonic()]
+        reader = asyncio.ensure_future(self._read_forever(sub, heard))
+        keeper = asyncio.ensure_future(self._keep(sub, heard))
+        try:
+            done, _ = await asyncio.wait({reader, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # its failure
+        finally:
+            reader.cancel()
+            keeper.cancel()
+            for task in (reader, keeper):
+                await stop_task(task)
+
+    async def _keep(self, sub: SubscriberConnection, heard: list[float]) -> None:
+        """Send subscription changes; find a half-open connection: ping after 5 s of
+        silence, give up when the answer has not come 5 s later."""
         pinged = False
         while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KEEPER_TICK):
+                    await self._changed.wait()
             if self._changed.is_set():
                 self._changed.clear()
-                await self._reconcile(pubsub)
-            message = await pubsub.get_message(timeout=0.05)  # smessages arrive here too
-            now = time.monotonic()
-            if message is None:
-                # Find a half-open connection: ping after 5 s of silence, give up when
-                # the answer has not come 5 s later.
-                if now - last_heard > 10 and pinged:
-                    raise ConnectionError("no answer from redis to a ping")
-                if now - last_heard > 5 and not pinged:
-                    await pubsub.ping()
-                    pinged = True
-                continue
-            last_heard, pinged = now, False
-            if message["type"] not in ("message", "smessage"):
-                continue
-            try:
-                envelope = orjson.loads(message["data"])
-            except orjson.JSONDecodeError:
-                log.warning("ignored a malformed message on %s", message.get("channel"))
-                continue
-            if not isinstance(envelope, dict) or envelope.get("from") == self.instance:
-                continue  # our own events were delivered locally at publish time
-            event = envelope.get("event")
-            if isinstance(event, dict):
-                self.received += 1
-                self._deliver_locally(event)
+                await self._reconcile(sub)
+            silence = time.monotonic() - heard[0]
+            if silence <= PING_AFTER:
+                pinged = False
+            elif not pinged:
+                sub.send("PING")  # answered in the message stream
+                pinged = True
+            elif silence > PING_AFTER + PING_ANSWER_WITHIN:
+                raise ConnectionError("no answer from redis to a ping")
+
+    async def _read_forever(self, sub: SubscriberConnection, heard: list[float]) -> None:
+        own = b'{"from":"' + self.instance.encode() + b'"'
+        while True:
+            replies = await sub.read()
+            heard[0] = time.monotonic()
+            for reply in replies:
+                if not isinstance(reply, list) or len(reply) != 3 or \
+                        reply[0] not in (b"message", b"smessage"):
+                    continue  # subscription confirmations, the ping's answer
+                payload = reply[2]
+                if payload.startswith(own):
+                    continue  # our own events were delivered locally at publish time
+                self._on_payload(reply[1], payload)
+
+    def _on_payload(self, channel: bytes, payload: bytes) -> None:
+        try:
+            envelope = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("ignored a malformed message on %s", channel[:100])
+            return
+        if not isinstance(envelope, dict) or envelope.get("from") == self.instance:
+            return
+        event = envelope.get("event")
+        if isinstance(event, dict):
+            self.received += 1
+            self._deliver_locally(event)
