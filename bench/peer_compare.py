@@ -1076,7 +1076,9 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "node": subprocess.run(["node", "--version"], capture_output=True,
                                    text=True).stdout.strip(),
-            "python": sys.version.split()[0], **meta_extra}
+            "python": sys.version.split()[0],
+            # an A/B run's other code, put first on the servers' path
+            "pythonpath": os.environ.get("PYTHONPATH", ""), **meta_extra}
     whole = LoadSampler().start()
     try:
         for rnd in range(1, args.rounds + 1):
