@@ -12,7 +12,7 @@ import base64
 import binascii
 import contextlib
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,10 +69,30 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     return key, task_id
 
 
+class TaskIds:
+    """Random (version 4) UUIDs in their usual text form, cut from a 4 kB read of
+    os.urandom: one system call per 256 ids, and about 2 instead of 6 us per id."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._used = 0
+
+    def __call__(self) -> str:
+        start = self._used
+        if start + 16 > len(self._pool):
+            self._pool, start = os.urandom(4096), 0
+        self._used = start + 16
+        raw = bytearray(self._pool[start:start + 16])
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+        raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _new_task(user_id: str, client_id: str | None, fields: dict[str, Any],
-              now: str) -> dict[str, Any]:
+              now: str, new_id: Callable[[], str]) -> dict[str, Any]:
     """The document of a task being created in the user's personal scope."""
-    return {"id": client_id or str(uuid.uuid4()), "owner": user_id,
+    return {"id": client_id or new_id(), "owner": user_id,
             "scope": scopes.personal_scope(user_id), **fields,
             "created_at": now, "updated_at": now}
 
@@ -104,6 +124,7 @@ class TaskService:
         self.store = store
         self.broker = broker
         self._clock = clock
+        self._new_id = TaskIds()
         self._reconciling: dict[str, asyncio.Task[None]] = {}
         self._resync_pending: asyncio.Task[None] | None = None
         self.reconciliations = 0
@@ -180,7 +201,7 @@ class TaskService:
     async def create(self, user_id: str, client_id: str | None, fields: dict[str, Any],
                      mutation_id: str | None = None) -> tuple[Task, bool]:
         now = self._now()
-        task = _new_task(user_id, client_id, fields, now)
+        task = _new_task(user_id, client_id, fields, now, self._new_id)
         stored, created = await self._guarded(
             (task["scope"],), self.store.create_task(task))
         self._announce_create(stored, created, mutation_id, now)
@@ -201,7 +222,8 @@ class TaskService:
         failed. Costs far less per task than as many `create`s (one handoff to the store,
         one transaction, a few statements for the lot)."""
         now = self._now()
-        tasks = [_new_task(item.user_id, item.client_id, item.fields, now) for item in items]
+        tasks = [_new_task(item.user_id, item.client_id, item.fields, now, self._new_id)
+                 for item in items]
         if not tasks:
             return []
         written = tuple(dict.fromkeys(task["scope"] for task in tasks))

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import pytest
 from engineio import packet as eio_packet
 from test_instances import register
 
@@ -33,6 +34,31 @@ def test_frames_carry_the_engine_io_message() -> None:
     assert Outgoing(b"\x93\x01").frame == b"\x82\x02\x93\x01"
     assert ws_frame(b"x" * 300, 0x1)[:4] == b"\x81\x7e\x01\x2c"
     assert ws_frame(b"x" * 70000, 0x2)[:10] == b"\x82\x7f" + struct.pack("!Q", 70000)
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_events_encode_as_python_socketio_would(tmp_path: Path, serializer: str) -> None:
+    """The gateway's JSON fast path gives the packet class's own encoding, byte for byte,
+    and data holding bytes still becomes a binary event (as the packet class decides)."""
+    from socketio import packet as sio_packet
+
+    from realtime.sockets import SocketGateway
+
+    gateway = SocketGateway(make_config(tmp_path, **{"sockets.serializer": serializer}))
+    task = {"id": "t-1", "title": "caf\u00e9 \U0001f600 \"quoted\"\n", "tags": ["a", "b"],
+            "due_date": None, "version": 3, "done": False, "ratio": 0.5}
+    events: list[tuple[str, Any]] = [
+        ("task:created", {"type": "task:created", "scope": "user:u", "seq": 7, "task": task}),
+        ("sync", {"scope": "user:u", "seq": 9, "changes": [task], "more": False}),
+        ("session:expiring", {"expires_at": "2026-11-30T00:00:00.000Z"}),
+        ("binary", {"blob": b"\x00\x01"}),
+    ]
+    for name, data in events:
+        expected = gateway.sio.packet_class(sio_packet.EVENT, namespace="/",
+                                            data=[name, data]).encode()
+        assert gateway.encode(name, data).encoded == expected, name
+    if serializer == "json":
+        assert isinstance(gateway.encode("binary", {"blob": b"x"}).encoded, list)
 
 
 async def test_websocket_sockets_get_direct_frames_polling_ones_the_queue(

@@ -7,6 +7,7 @@ its own error."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from realtime.broker.memory import MemoryBroker
 from realtime.errors import ApiError, unavailable
-from realtime.tasks import NewTask, TaskService
+from realtime.tasks import NewTask, TaskIds, TaskService
 from store.base import CreateOutcome, Task
 from store.sqlite import SQLiteStore
 
@@ -126,3 +127,13 @@ async def test_an_empty_batch_does_nothing(service: tuple[TaskService, Recorder]
     tasks, recorder = service
     assert await tasks.create_many([]) == []
     assert recorder.events == []
+
+
+def test_new_task_ids_are_random_uuid4s_in_their_usual_form() -> None:
+    new_id = TaskIds()
+    ids = [new_id() for _ in range(1000)]  # several reads of the random pool
+    assert len(set(ids)) == 1000
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert str(parsed) == task_id and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
