@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +41,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from .delivery import BINARY, TEXT, ws_frame
+from .ids import RandomBytes
 
 
 class OrjsonDumps:
@@ -59,18 +59,13 @@ class SessionIds:
     instead of one per id (two ids per connect: Engine.IO's and Socket.IO's)."""
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._used = 0
+        self._random = RandomBytes(4092)
         self._counter = 0
 
     def __call__(self) -> str:
-        start = self._used
-        if start + 12 > len(self._pool):
-            self._pool, start = os.urandom(4092), 0
-        self._used = start + 12
-        chunk = self._pool[start:start + 12]
         self._counter = (self._counter + 1) & 0xFFFFFF
-        return base64.urlsafe_b64encode(chunk + self._counter.to_bytes(3, "big")).decode()
+        return base64.urlsafe_b64encode(
+            self._random.take(12) + self._counter.to_bytes(3, "big")).decode()
 
 
 class PacketQueue:

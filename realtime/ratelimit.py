@@ -288,6 +288,10 @@ class RedisLimiter:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pending.append((keys, args, future))
         self._wake.set()
+        return await self._outcome(future, checks)
+
+    async def _outcome(self, future: asyncio.Future[float], checks: Sequence[Check]) -> float:
+        """Redis's answer, or this instance's own count when Redis could not be asked."""
         try:
             return await future
         except (OSError, TimeoutError, _RedisError) as exc:
@@ -313,11 +317,7 @@ class RedisLimiter:
             lease.asked = True
             self._lease_asks.append((key, rule, lease))
             self._wake.set()
-        try:
-            return await future
-        except (OSError, TimeoutError, _RedisError) as exc:
-            self._failed(exc)
-            return self._local.hit_now(checks)
+        return await self._outcome(future, checks)
 
     def _forget_leases(self) -> None:
         """Drop the leases nobody waits on (bounded memory; their units are lost)."""

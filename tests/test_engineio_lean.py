@@ -22,6 +22,7 @@ from aiohttp import web
 from test_engineio_robustness import WS, Server, closes_within, ours, stays_open
 
 from realtime import engineio_lean, keys
+from realtime import ids as random_ids
 from realtime.engineio_lean import LeanSocket, PacketQueue
 
 from conftest import OpenAPIChecker
@@ -263,7 +264,7 @@ def test_session_ids_are_unique_url_safe_and_cost_one_system_call_per_341(
         reads.append(size)
         return real(size)
 
-    monkeypatch.setattr(engineio_lean.os, "urandom", counted)
+    monkeypatch.setattr(random_ids.os, "urandom", counted)
     ids = engineio_lean.SessionIds()
     made = [ids() for _ in range(1000)]
     assert len(set(made)) == 1000
