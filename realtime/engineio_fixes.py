@@ -61,7 +61,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from . import engineio_lean, wsfront
 
 log = logging.getLogger(__name__)
-DEADLINE_SLACK = 0.05  # seconds a connect deadline may be enforced late
+CONNECT_DEADLINE_SLACK = 0.05  # seconds a connect deadline may be enforced late
 CLIENT_PACKET_TYPES = frozenset("1345")  # CLOSE, PONG, MESSAGE, UPGRADE
 PROBE = "2probe"  # the PING a client sends on an upgrade websocket, only there
 CLOSE_TIMEOUT = 2.0  # seconds a closing websocket waits for the client's close frame
@@ -342,7 +342,7 @@ def close_unconnected(eio_server: Any, seconds: float,
     def arm(loop: asyncio.AbstractEventLoop) -> None:
         nonlocal timer
         # A little late, so that one wake-up serves the connections of a burst.
-        timer = loop.call_at(deadlines[0][0] + DEADLINE_SLACK, sweep, loop)
+        timer = loop.call_at(deadlines[0][0] + CONNECT_DEADLINE_SLACK, sweep, loop)
 
     def sweep(loop: asyncio.AbstractEventLoop) -> None:
         nonlocal timer
