@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -175,6 +176,24 @@ class LeanSocket(AsyncSocket):
         if not self.closing and not self.closed:
             self.last_ping = time.time()  # what check_ping_timeout measures from
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+    async def receive_message(self, data: str) -> None:
+        """`receive` of a text MESSAGE packet that carries a Socket.IO packet (the text
+        after the `4` starts with a digit, so engine.io keeps it as text): the message
+        handler, as `_trigger_event` runs it when `async_handlers` is off (python-socketio
+        turns it off), without the packet object, the log call and the two wrappers."""
+        if self.server.async_handlers:  # pragma: no cover  # python-socketio: always off
+            await self.receive(eio_packet.Packet(eio_packet.MESSAGE, data=data))
+            return
+        handler = self.server.handlers.get("message")
+        if handler is None:
+            return
+        try:
+            answer = handler(self.sid, data)
+            if inspect.isawaitable(answer):
+                await answer
+        except Exception:
+            self.server.logger.exception("message async handler error")
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         timer = self._ping_timer

@@ -8,14 +8,16 @@ fifth of the CPU of a connect (BENCHMARKS.md, issue 5 (a)).
 What: every accepted connection starts with `FrontProtocol`, which reads the head of its
 first request. A new Engine.IO session asked for straight over websocket
 (`GET /socket.io/?EIO=4&transport=websocket`, no `sid`, a well-formed RFC 6455 upgrade)
-is served here. engine.io's own `handle_request` runs on an environ built from the head,
-so the origin check, the version check and the connect handler are unchanged, and its
-refusals are written back as the same HTTP answers. Once accepted, this protocol object
-*is* the connection: it writes the 101, parses the client's frames (masked, fragmented,
-control frames, the size limit, UTF-8) and hands each Engine.IO packet to the session in
-order, with a task only while packets are being handled; an idle socket has no task and
-no coroutine frame at all. Output is unchanged: the session's packets and the relay's
-events are written to the transport (realtime/engineio_lean.py, realtime/delivery.py).
+is served here: a plain one by realtime/eio_native.py (engine.io's steps without its
+request dispatch), any other by engine.io's own `handle_request`, on an environ built
+from the head; either way the origin check, the version check and the connect handler
+are engine.io's, and refusals are written back as the same HTTP answers. Once accepted,
+this protocol object *is* the connection: it writes the 101, parses the client's frames
+(masked, fragmented, control frames, the size limit, UTF-8) and hands each Engine.IO
+packet to the session in order, with a task only while packets are being handled; an
+idle socket has no task and no coroutine frame at all. Output is unchanged: the
+session's packets and the relay's events are written to the transport
+(realtime/engineio_lean.py, realtime/delivery.py).
 
 Everything else (REST, long-polling, the polling -> websocket upgrade, and any request
 this code does not fully understand) is handed, bytes untouched, to aiohttp's own
@@ -37,6 +39,7 @@ from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
+from . import eio_native
 from .delivery import ws_frame
 from .ratelimit import address_of
 
@@ -284,8 +287,12 @@ class FrontProtocol(asyncio.Protocol):
         return environ
 
     async def _handshake(self, environ: dict[str, Any]) -> None:
+        eio = self._front.eio
         try:
-            answer = await self._front.eio.handle_request(NativeRequest(environ))
+            if eio_native.plain_query(environ["QUERY_STRING"]):
+                answer = await eio_native.open_session(eio, self, environ)
+            else:
+                answer = await eio.handle_request(NativeRequest(environ))
         except Exception:
             log.exception("native websocket handshake failed")
             answer = NativeResponse("500 INTERNAL SERVER ERROR", [], b"Internal Server Error")
@@ -444,7 +451,11 @@ class FrontProtocol(asyncio.Protocol):
                     self._paused = False
                     self.transport.resume_reading()
                 try:
-                    await socket.receive(eio_packet.Packet(encoded_packet=data))
+                    if type(data) is str and len(data) > 1 and data[0] == "4" and \
+                            data[1].isnumeric():
+                        await socket.receive_message(data[1:])  # a Socket.IO packet
+                    else:
+                        await socket.receive(eio_packet.Packet(encoded_packet=data))
                 except eio_exceptions.UnknownPacketError:
                     pass
                 except eio_exceptions.SocketIsClosedError:

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime import keys, wsfront
+from realtime import eio_native, keys, wsfront
 from realtime.app import create_app
 
 from conftest import Api, OpenAPIChecker, make_config
@@ -282,6 +282,121 @@ async def test_refused_handshakes_get_engineio_answers_and_a_close(
     assert not eio_of(api).sockets
 
 
+# -- plain handshakes (realtime/eio_native.py) against engine.io's own ------------------
+
+PLAIN = WS  # served by eio_native
+GENERAL = WS + "&x=%41"  # the same request, escaped: served by engine.io's handle_request
+
+
+@pytest.mark.parametrize(("query", "plain"), [
+    ("EIO=4&transport=websocket", True),
+    ("transport=websocket&EIO=4&t=Pq1x", True),
+    ("EIO=4&transport=websocket&x=%41", False),
+    ("EIO=4&transport=websocket&x=a+b", False),
+    ("EIO=3&transport=websocket", False),
+    ("EIO=4&transport=polling", False),
+    ("EIO=4", False),
+    ("EIO=4&transport=websocket&sid=abc", False),
+    ("EIO=4&transport=websocket&j=0", False),
+    ("EIO=4&EIO=4&transport=websocket", False),
+    ("EIO=4&transport=websocket&transport=polling", False),
+])
+def test_which_queries_are_plain(query: str, plain: bool) -> None:
+    assert eio_native.plain_query(query) is plain
+
+
+def _counting_handle_request(eio: Any) -> list[int]:
+    calls = [0]
+    handle_request = eio.handle_request
+
+    async def counted(*args: Any) -> Any:
+        calls[0] += 1
+        return await handle_request(*args)
+
+    eio.handle_request = counted
+    return calls
+
+
+async def test_a_plain_handshake_opens_the_same_session_as_engineio(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    api, user = await served(aiohttp_client, openapi_checker, tmp_path)
+    eio = eio_of(api)
+    calls = _counting_handle_request(eio)
+    openings = []
+    for path in (PLAIN, GENERAL):
+        raw = await Raw.connect(api.client)
+        raw.writer.write(upgrade_request(path))
+        status, _ = await raw.head()
+        assert status == 101
+        opcode, payload = await raw.frame()
+        assert opcode == TEXT and payload[:1] == b"0"
+        opening = json.loads(payload[1:])
+        assert opening["sid"] in eio.sockets
+        raw.send(TEXT, b"40" + json.dumps({"token": user.token}).encode())
+        opcode, payload = await raw.frame()
+        assert payload.startswith(b'40{"sid"'), payload  # a Socket.IO session on top
+        openings.append({k: v for k, v in opening.items() if k != "sid"})
+        raw.close()
+    assert calls == [1]  # only the escaped one went through engine.io's dispatch
+    assert openings[0] == openings[1]
+    assert openings[0]["pingInterval"] == int(eio.ping_interval) * 1000
+
+
+@pytest.mark.parametrize("refusal", ["false", "raises"])
+async def test_a_refusing_connect_handler_gets_engineios_answer_on_both_paths(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path,
+        refusal: str) -> None:
+    api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
+    eio = eio_of(api)
+
+    async def refuse(sid: str, environ: dict[str, Any]) -> Any:
+        if refusal == "raises":
+            raise RuntimeError("refused by a broken handler")
+        return False
+
+    eio.handlers["connect"] = refuse
+    answers = []
+    for path in (PLAIN, GENERAL):
+        raw = await Raw.connect(api.client)
+        raw.writer.write(upgrade_request(path))
+        status, headers = await raw.head()
+        body = await raw.reader.readexactly(int(headers["content-length"]))
+        answers.append((status, body))
+        assert await raw.eof()
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401
+    assert not eio.sockets
+    assert front_of(api.client).accepted == 0
+
+
+async def test_a_websocket_handshake_is_refused_on_both_paths_without_the_transport(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    api, _ = await served(aiohttp_client, openapi_checker, tmp_path,
+                          **{"sockets.transports": "polling"})
+    answers = []
+    for path in (PLAIN, GENERAL):
+        raw = await Raw.connect(api.client)
+        raw.writer.write(upgrade_request(path))
+        status, headers = await raw.head()
+        answers.append((status, await raw.reader.readexactly(int(headers["content-length"]))))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 400 and b"Invalid transport" in answers[0][1]
+    assert not eio_of(api).sockets
+
+
+async def test_a_refused_origin_is_refused_on_both_paths(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
+    answers = []
+    for path in (PLAIN, GENERAL):
+        raw = await Raw.connect(api.client)
+        raw.writer.write(upgrade_request(path, extra="Origin: https://evil.example\r\n"))
+        status, headers = await raw.head()
+        answers.append((status, await raw.reader.readexactly(int(headers["content-length"]))))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 400 and b"not an accepted origin" in answers[0][1]
+
+
 async def test_the_101_carries_the_security_headers(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     api, _ = await served(aiohttp_client, openapi_checker, tmp_path)
@@ -459,8 +574,11 @@ class _SlowSession:
         self.sid = "s"
 
     async def receive(self, packet: Any) -> None:
+        await self.receive_message(packet.data)
+
+    async def receive_message(self, data: str) -> None:
         await self.release.wait()
-        self.received.append(packet.data)
+        self.received.append(data)
 
 
 async def test_a_flood_stops_reading_the_socket_until_the_session_catches_up() -> None:
