@@ -28,6 +28,8 @@ from .engineio_lean import LeanSocket
 if TYPE_CHECKING:
     from .wsfront import FrontProtocol
 
+ACCEPTED = object()  # what a handshake returns for an accepted native socket (wsfront's too)
+
 
 def plain_query(query: str) -> bool:
     """True for a query this module serves: `EIO=4`, `transport=websocket`, and other
@@ -50,9 +52,7 @@ def plain_query(query: str) -> bool:
 
 async def open_session(eio: Any, conn: FrontProtocol, environ: dict[str, Any]) -> Any:
     """engine.io's handshake for a new websocket session, on `conn`: returns what
-    `handle_request` would (wsfront's ACCEPTED, or an answer to write back)."""
-    from .wsfront import ACCEPTED
-
+    `handle_request` would (ACCEPTED, or an answer to write back)."""
     if eio.cors_allowed_origins != []:
         origin = environ.get("HTTP_ORIGIN")
         if origin:
@@ -71,9 +71,6 @@ async def open_session(eio: Any, conn: FrontProtocol, environ: dict[str, Any]) -
     sid = eio.generate_id()
     socket = LeanSocket(eio, sid)
     eio.sockets[sid] = socket
-    opening = {"sid": sid, "upgrades": [], "pingTimeout": int(eio.ping_timeout * 1000),
-               "pingInterval": int(eio.ping_interval + eio.ping_interval_grace_period) * 1000,
-               "maxPayload": eio.max_http_buffer_size}
 
     try:
         accepted = await _connect_handler(eio, sid, environ)
@@ -91,7 +88,7 @@ async def open_session(eio: Any, conn: FrontProtocol, environ: dict[str, Any]) -
     except OSError:  # the client left during the handshake
         await socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
     else:
-        socket.attach_native(conn, head + ws_frame(b"0" + orjson.dumps(opening), TEXT))
+        socket.attach_native(conn, head + _open_frame(eio, sid))
     if socket.closed and eio.sockets.get(sid) is socket:
         del eio.sockets[sid]
     return ACCEPTED
@@ -110,3 +107,11 @@ async def _connect_handler(eio: Any, sid: str, environ: dict[str, Any]) -> Any:
         eio.logger.exception("connect async handler error")
         return False
     return answer
+
+
+def _open_frame(eio: Any, sid: str) -> bytes:
+    """The OPEN packet, as engine.io's `_handle_connect` makes it, as a websocket frame."""
+    opening = {"sid": sid, "upgrades": [], "pingTimeout": int(eio.ping_timeout * 1000),
+               "pingInterval": int(eio.ping_interval + eio.ping_interval_grace_period) * 1000,
+               "maxPayload": eio.max_http_buffer_size}
+    return ws_frame(b"0" + orjson.dumps(opening), TEXT)

@@ -369,6 +369,7 @@ def _lean_sessions(eio_server: Any) -> None:
     the queue through the server's `create_queue` hook, the class when engine.io hands
     the new session to the connect handler, before its first ping is scheduled."""
     eio_server.create_queue = engineio_lean.PacketQueue
+    eio_server.ping_clock = engineio_lean.PingClock(eio_server.sockets, eio_server.ping_interval)
     eio_server.generate_id = engineio_lean.SessionIds()  # python-socketio's sids too
     on_connect = eio_server.handlers["connect"]
 

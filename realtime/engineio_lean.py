@@ -12,7 +12,8 @@ Here, per session:
   (unbounded, `get`/`put`/`*_nowait`, `task_done`/`join`, `qsize`/`empty`), on a list,
   its waiter lists made only when someone waits;
 - `LeanSocket`, engine.io's socket with two methods replaced:
-  * `schedule_ping` arms one `call_later` timer instead of starting a sleeping task;
+  * `schedule_ping` queues the next ping on the server's `PingClock` (one timer for
+    every session) instead of starting a sleeping task;
   * `_websocket_handler` reads without a `wait_for` around each read, and has no writer
     task: a put on the queue writes the packet at once, in order, straight to the
     connection as a websocket frame, as realtime/delivery.py does for events (the upgrade
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import inspect
 import time
@@ -146,13 +148,55 @@ class PacketQueue:
                 return
 
 
+class PingClock:
+    """When each session is pinged next, on one timer. Every session waits the same
+    ping interval, so due times come in the order they were set: a queue of
+    (due, sid) and one timer for its head serve them all, where a timer per session
+    cost a heap push and ~100 bytes for its whole life. A session that closed or was
+    re-armed no longer matches its entry, which is skipped."""
+
+    SLACK = 0.05  # seconds late, at most, so that one wake-up serves a burst of sessions
+
+    def __init__(self, sockets: dict[str, Any], interval: float) -> None:
+        self._sockets = sockets  # engine.io's sessions by sid
+        self.interval = interval
+        self._due: collections.deque[tuple[float, str]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, sid: str) -> float:
+        """Ping the session `sid` one interval from now; returns when."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.interval
+        self._due.append((due, sid))
+        if self._timer is None:
+            self._timer = loop.call_at(due + self.SLACK, self._sweep, loop)
+        return due
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        queue, now = self._due, loop.time()
+        while queue and queue[0][0] <= now:
+            due, sid = queue.popleft()
+            socket = self._sockets.get(sid)
+            if socket is not None and getattr(socket, "_ping_due", None) == due:
+                socket._ping()
+        if queue:
+            self._timer = loop.call_at(queue[0][0] + self.SLACK, self._sweep, loop)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
+
+
 class LeanSocket(AsyncSocket):
     """engine.io's AsyncSocket with a timer for pings and no task of its own per websocket.
 
     Sessions are created by engine.io as AsyncSocket and re-classed by `adopt` before
     their first ping is scheduled (the class adds no per-instance layout)."""
 
-    _ping_timer: asyncio.TimerHandle | None = None
+    _ping_due: float | None = None  # when PingClock pings this session next
     _ws_out: tuple[asyncio.Transport, Any] | None = None  # (connection, websocket)
     _flush_scheduled = False
     _closer: asyncio.Task[Any] | None = None  # closes the websocket after the last packet
@@ -168,11 +212,10 @@ class LeanSocket(AsyncSocket):
         # As stock: a new ping only once the previous one was answered (last_ping set).
         if self.last_ping:
             self.last_ping = None
-            self._ping_timer = asyncio.get_running_loop().call_later(
-                self.server.ping_interval, self._ping)
+            self._ping_due = self.server.ping_clock.add(self.sid)
 
     def _ping(self) -> None:
-        self._ping_timer = None
+        self._ping_due = None
         if not self.closing and not self.closed:
             self.last_ping = time.time()  # what check_ping_timeout measures from
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
@@ -196,10 +239,7 @@ class LeanSocket(AsyncSocket):
             self.server.logger.exception("message async handler error")
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        timer = self._ping_timer
-        if timer is not None:
-            self._ping_timer = None
-            timer.cancel()  # frees the session now rather than at the next ping
+        self._ping_due = None  # the clock holds its sid only: the session is freed now
         await super().close(wait=wait, abort=abort, reason=reason)
 
     def attach_native(self, conn: Any, head: bytes) -> None:

@@ -216,6 +216,7 @@ class SocketGateway:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self.sio.eio.ping_clock.close()
 
     async def drain(self, spread: float) -> None:
         """Refuse new sockets and ask every open one to reconnect elsewhere.

@@ -51,7 +51,7 @@ MAX_HEADER_KEYS = 512
 
 NATIVE = "taskmaster.native"  # environ key: the FrontProtocol serving this handshake
 ADDRESS = "taskmaster.address"  # environ key: the client's rate-limit address
-ACCEPTED = object()  # what engine.io's handle_request returns for an accepted native socket
+ACCEPTED = eio_native.ACCEPTED  # what a handshake returns for an accepted native socket
 MAX_HEAD = 8192  # bytes of request head read before giving the connection to aiohttp
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 CLOSE, PING, PONG = 0x8, 0x9, 0xA

@@ -23,7 +23,7 @@ from test_engineio_robustness import WS, Server, closes_within, ours, stays_open
 
 from realtime import engineio_lean, keys
 from realtime import ids as random_ids
-from realtime.engineio_lean import LeanSocket, PacketQueue
+from realtime.engineio_lean import LeanSocket, PacketQueue, PingClock
 
 from conftest import OpenAPIChecker
 from waiting import eventually
@@ -158,15 +158,47 @@ async def test_heartbeats_keep_a_live_client_and_close_a_silent_one(
     await live.close()
 
 
-async def test_a_closed_session_drops_its_ping_timer(
+async def test_a_closed_session_is_not_pinged_or_held_by_the_ping_clock(
         aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
     server = await ours(aiohttp_client, openapi_checker, tmp_path)
     ws, sid = await server.connected()
     socket = server.eio_sockets[sid]
+    assert socket._ping_due is not None
     await ws.send_str("1")  # CLOSE
     await closes_within(ws, 3)
     await eventually(lambda: socket.closed, 3, "the session closed")
-    assert socket._ping_timer is None
+    assert socket._ping_due is None
+    clock = server.client.server.app[keys.SOCKETS].sio.eio.ping_clock
+    assert all(not isinstance(entry, LeanSocket) for pair in clock._due for entry in pair)
+
+
+class _Pinged:
+    """A session as PingClock sees it: its `_ping_due`, and `_ping`."""
+
+    def __init__(self, sid: str, pinged: list[str]) -> None:
+        self.sid, self.pinged = sid, pinged
+        self._ping_due: float | None = None
+
+    def _ping(self) -> None:
+        self._ping_due = None
+        self.pinged.append(self.sid)
+
+
+async def test_the_ping_clock_pings_each_armed_session_once_in_order() -> None:
+    sockets: dict[str, Any] = {}
+    clock = PingClock(sockets, 0.01)
+    pinged: list[str] = []
+    for sid in ("a", "b", "c", "gone"):
+        sockets[sid] = _Pinged(sid, pinged)
+        sockets[sid]._ping_due = clock.add(sid)
+    del sockets["gone"]  # freed before its ping
+    sockets["b"]._ping_due = None  # closed before its ping
+    sockets["c"]._ping_due = clock.add("c")  # re-armed: only its second entry matches
+    assert [due for due, _ in clock._due] == sorted(due for due, _ in clock._due)
+    await eventually(lambda: not clock._due, 2, "every entry swept")
+    assert pinged == ["a", "c"]
+    assert clock._timer is None
+    clock.close()
 
 
 async def test_a_session_keeps_only_the_request_of_its_connect(
