@@ -13,8 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 import realtime.broker.redis as broker_module
+from realtime.broker.connection import encode_command
 from realtime.broker.redis import RedisBroker
-from realtime.broker.subscriber import SubscriberConnection, SubscriberError, encode_command
+from realtime.broker.subscriber import SubscriberConnection, SubscriberError
 
 from redis_server import SHARED, shared_redis_url
 from waiting import eventually

@@ -17,11 +17,19 @@ users, unlike python-socketio's single-channel AsyncRedisManager. Control
 messages (revocations) go to `<prefix>:control`, which every instance hears.
 With `?pubsub=sharded` the broker uses SPUBLISH/SSUBSCRIBE (Redis 7 sharded
 pub/sub; each shard channel carries a `{hash tag}` so it lives on one cluster
-slot). Publishing runs on one task that drains a bounded queue and pipelines
-everything pending into one round trip; past the bound the oldest events are
-dropped (and counted), which the seq feeds repair as above.
+slot). Publishing runs on one task that drains a bounded queue and writes
+everything pending, in publish order, as one batch of commands on its own connection
+(publisher.py), one round trip; past the bound the oldest events are dropped (and
+counted), which the seq feeds repair as above. While Redis is down the queue waits,
+retried with a capped backoff; a batch that failed is sent again whole (Redis may have
+run part of it: a receiver may get an event twice, which the seq feeds skip).
 
-URL: `redis://host:port/db?prefix=tm&shards=64&pubsub=classic|sharded&queue=100000`.
+Both connections are bare asyncio streams parsed by hiredis (connection.py), not
+redis-py's client: on the fan-out benchmark's hot path its overhead outweighed the work.
+
+URL: `redis://host:port/db?prefix=tm&shards=64&pubsub=classic|sharded&queue=100000`;
+`redis://user:password@...` authenticates (ACL; `:password@` the default user), and
+`rediss://` connects with TLS (the default context: certificate and host name checked).
 """
 
 from __future__ import annotations
@@ -36,18 +44,17 @@ from collections import deque
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.connection import parse_url
 
 from ..aio import stop_task
 from . import Event, Handler
+from .publisher import PublisherConnection
 from .subscriber import SubscriberConnection
 
 log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_CAP = 0.1, 5.0
-CONNECT_TIMEOUT = 2.0  # seconds to connect, authenticate and name the subscription
+CONNECT_TIMEOUT = 2.0  # seconds to connect, authenticate and name a connection
+PUBLISH_TIMEOUT = 5.0  # seconds for Redis to answer a batch of publishes
 KEEPER_TICK = 1.0  # seconds between two looks at the subscription's silence
 PING_AFTER, PING_ANSWER_WITHIN = 5.0, 5.0  # seconds
 OPTIONS = {"prefix", "shards", "pubsub", "queue"}
@@ -68,6 +75,7 @@ class RedisBroker:
         if not 1 <= self.shards <= 16384:
             raise ValueError("redis broker shards must be 1 to 16384")
         self._url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        parse_url(self._url)  # a malformed URL fails here, not in the connecting tasks
         self._queue_max = int(options.get("queue", "100000"))
         self.instance = uuid.uuid4().hex[:12]
         self.healthy = False
@@ -82,7 +90,6 @@ class RedisBroker:
         self._subscribed: set[str] = set()
         self._changed = asyncio.Event()
         self._synced = asyncio.Condition()
-        self._client: aioredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- channels ------------------------------------------------------------------
@@ -99,11 +106,6 @@ class RedisBroker:
     # -- lifetime ------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._client = aioredis.from_url(
-            self._url, socket_connect_timeout=2, socket_timeout=5,
-            retry=Retry(NoBackoff(), 0), max_connections=4,
-            # CLIENT LIST tells whose connections these are (the prefix, this instance).
-            client_name=f"taskmaster:{self.prefix}:{self.instance}")
         self._tasks = [asyncio.create_task(self._publish_forever(), name="redis-publish"),
                        asyncio.create_task(self._listen_forever(), name="redis-listen")]
 
@@ -112,9 +114,7 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            await stop_task(task)  # a cancel can be lost in get_message's timeout
-        if self._client is not None:
-            await self._client.aclose()
+            await stop_task(task)  # a cancel can be lost in a timeout
         self._handlers.clear()
 
     def subscribe(self, handler: Handler) -> None:
@@ -156,35 +156,53 @@ class RedisBroker:
         self._outbox.append((channel, orjson.dumps({"from": self.instance, "event": event})))
         self._outbox_ready.set()
 
+    def _command_of(self, channel: str) -> str:
+        sharded = self.sharded and channel != self.control_channel
+        return "SPUBLISH" if sharded else "PUBLISH"
+
     async def _publish_forever(self) -> None:
         backoff = BACKOFF_START
-        command = "SPUBLISH" if self.sharded else "PUBLISH"
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                batch, self._outbox = self._outbox, deque()
-                try:
-                    assert self._client is not None
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for channel, payload in batch:
-                            control = channel == self.control_channel
-                            pipe.execute_command("PUBLISH" if control else command,
-                                                 channel, payload)
-                        await pipe.execute()
-                except (RedisError, OSError) as exc:
-                    log.warning("redis publish failed (%s); retrying in %.1fs", exc, backoff)
-                    batch.extend(self._outbox)  # keep the order: the failed batch first
-                    excess = len(batch) - self._queue_max
-                    for _ in range(max(0, excess)):
-                        batch.popleft()
-                    self.dropped += max(0, excess)
-                    self._outbox = batch
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_CAP)
-                    continue
-                backoff = BACKOFF_START
-                self.published += len(batch)
+        # CLIENT LIST tells whose connections these are (the prefix, this instance).
+        name = f"taskmaster:{self.prefix}:{self.instance}"
+        pub: PublisherConnection | None = None
+        try:
+            while True:
+                await self._outbox_ready.wait()
+                self._outbox_ready.clear()
+                while self._outbox:
+                    batch, self._outbox = self._outbox, deque()
+                    try:
+                        if pub is None:  # (re)connect on the first batch to send
+                            pub = PublisherConnection(self._url, name, self._command_of)
+                            async with asyncio.timeout(CONNECT_TIMEOUT):
+                                await pub.open()
+                        async with asyncio.timeout(PUBLISH_TIMEOUT):
+                            await pub.publish(batch)
+                    except (OSError, TimeoutError) as exc:  # PublisherError: an OSError
+                        if pub is not None:  # out of step with its replies, if open
+                            pub.close()
+                            pub = None
+                        backoff = await self._publish_failed(batch, exc, backoff)
+                        continue
+                    backoff = BACKOFF_START
+                    self.published += len(batch)
+        finally:
+            if pub is not None:
+                pub.close()
+
+    async def _publish_failed(self, batch: deque[tuple[str, bytes]], exc: Exception,
+                              backoff: float) -> float:
+        """Put the failed batch back in front of the queue, within its bound (the oldest
+        dropped and counted), wait `backoff`; returns the next backoff."""
+        log.warning("redis publish failed (%s); retrying in %.1fs", exc, backoff)
+        batch.extend(self._outbox)  # keep the order: the failed batch first
+        excess = len(batch) - self._queue_max
+        for _ in range(max(0, excess)):
+            batch.popleft()
+        self.dropped += max(0, excess)
+        self._outbox = batch
+        await asyncio.sleep(backoff)
+        return min(backoff * 2, BACKOFF_CAP)
 
     # -- receiving -----------------------------------------------------------------
 
@@ -211,7 +229,7 @@ class RedisBroker:
                 self._deliver_locally({"type": "control:resync"})
                 backoff = BACKOFF_START
                 await self._receive(sub)
-            except (RedisError, OSError, TimeoutError) as exc:  # SubscriberError: an OSError
+            except (OSError, TimeoutError) as exc:  # SubscriberError: an OSError
                 if self.healthy:
                     log.warning("redis subscription lost (%s); reconnecting", exc)
                 await self._set_health(False)
