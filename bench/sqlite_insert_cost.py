@@ -1,10 +1,12 @@
 """CPU per task created in the shipped SQLite schema, by variant (BENCHMARKS.md, issue 5 (b)).
 
-One process, one connection, WAL with synchronous=NORMAL as the store uses it, 1,000
+One process, one connection, WAL with synchronous=NORMAL and the writer's checkpoint
+interval as the store uses them (but the checkpoints run inline), 1,000
 scopes, `--per-txn` tasks per transaction written with the store's own multi-row INSERT
 (`store.sqlite._INSERT_TASKS`). Variants: `full` (the schema as shipped), `nofts` (no
 full-text trigger), `noidx` (without the five list indexes), `automerge0` /
-`automerge16` (FTS5 merge settings), `pageN` (page size N). Prints user and system CPU
+`automerge16` (FTS5 merge settings), `pageN` (page size N), `ordered_ids` (task ids that
+grow with time, like UUIDv7, instead of random ones). Prints user and system CPU
 per task and wall time per task. Writes only under --dir.
 
     .venv/bin/python bench/sqlite_insert_cost.py full nofts noidx page2048
@@ -26,7 +28,8 @@ LIST_INDEXES = ("tasks_scope_status", "tasks_scope_created", "tasks_scope_update
                 "tasks_scope_due", "tasks_scope_prio")
 
 
-def run(variant: str, directory: Path, per_txn: int, count: int, scopes: int) -> None:
+def run(variant: str, directory: Path, per_txn: int, count: int, scopes: int,
+        checkpoint: int) -> None:
     path = directory / f"{variant}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -36,6 +39,7 @@ def run(variant: str, directory: Path, per_txn: int, count: int, scopes: int) ->
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA cache_size=-16000")
+    db.execute(f"PRAGMA wal_autocheckpoint = {checkpoint}")
     db.executescript(S.SCHEMA)
     if variant == "nofts":
         db.execute("DROP TRIGGER task_words_insert")
@@ -56,7 +60,9 @@ def run(variant: str, directory: Path, per_txn: int, count: int, scopes: int) ->
             scope = rng.choice(names)
             seqs[scope] += 1
             title = f"b{time.time():.3f}"
-            rows.append((str(uuid.uuid4()), scope[5:], scope, title, "", "todo", "medium", 1,
+            task_id = str(uuid.UUID(int=(time.time_ns() << 64) | made + len(rows))) \
+                if variant == "ordered_ids" else str(uuid.uuid4())
+            rows.append((task_id, scope[5:], scope, title, "", "todo", "medium", 1,
                          None, "9999", "2026-11-30T00:00:00Z", "2026-11-30T00:00:00Z",
                          seqs[scope], S._search_text(scope, title, "")))
         db.execute("BEGIN IMMEDIATE")
@@ -79,10 +85,12 @@ def main() -> None:
     parser.add_argument("--per-txn", type=int, default=8)
     parser.add_argument("--count", type=int, default=16_000)
     parser.add_argument("--scopes", type=int, default=1_000)
+    parser.add_argument("--checkpoint", type=int, default=S.WRITER_CHECKPOINT_PAGES,
+                        help="wal_autocheckpoint pages (the store's writer: %(default)s)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
-        run(variant, args.dir, args.per_txn, args.count, args.scopes)
+        run(variant, args.dir, args.per_txn, args.count, args.scopes, args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,17 @@ class LeanSocket(AsyncSocket):
             self.last_ping = time.time()  # what check_ping_timeout measures from
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
+    async def send(self, pkt: Any) -> None:
+        """Stock's, with its ping check inline and without the log call: every packet the
+        session sends (the CONNECT answer, acks) saved two coroutines."""
+        if self.closed:
+            raise eio_exceptions.SocketIsClosedError()
+        last_ping = self.last_ping
+        if last_ping and time.time() - last_ping > self.server.ping_timeout:
+            await super().send(pkt)  # stock's: closes the session, sends nothing
+            return
+        self.queue.put_nowait(pkt)
+
     async def receive_message(self, data: str) -> None:
         """`receive` of a text MESSAGE packet that carries a Socket.IO packet (the text
         after the `4` starts with a digit, so engine.io keeps it as text): the message

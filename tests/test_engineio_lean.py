@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 import socketio
 from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.exceptions import SocketIsClosedError
 from test_engineio_robustness import WS, Server, closes_within, ours, stays_open
 
 from realtime import engineio_lean, keys
@@ -170,6 +172,29 @@ async def test_a_closed_session_is_not_pinged_or_held_by_the_ping_clock(
     assert socket._ping_due is None
     clock = server.client.server.app[keys.SOCKETS].sio.eio.ping_clock
     assert all(not isinstance(entry, LeanSocket) for pair in clock._due for entry in pair)
+
+
+async def test_a_send_to_a_session_past_its_ping_timeout_closes_it_and_sends_nothing(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    """As stock's `send`: the ping check first (a client gone quiet is closed, its packet
+    dropped), and a closed session refuses."""
+    server = await ours(aiohttp_client, openapi_checker, tmp_path)
+    ws, sid = await server.connected()
+    socket = server.eio_sockets[sid]
+    await socket.send(eio_packet.Packet(eio_packet.MESSAGE, data="2[\"kept\"]"))
+    assert await ws.receive_str() == '42["kept"]'
+    socket.last_ping = time.time() - socket.server.ping_timeout - 1  # a ping unanswered
+    await socket.send(eio_packet.Packet(eio_packet.MESSAGE, data="2[\"dropped\"]"))
+    assert socket.closing or socket.closed
+    frames = []
+    while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+        frames.append(msg.data)
+    # Nothing: not the event, and (as stock, whose close sends its CLOSE packet through the
+    # same ping check) no CLOSE packet; the websocket ends.
+    assert frames == []
+    await eventually(lambda: socket.closed, 3, "the session closed")
+    with pytest.raises(SocketIsClosedError):
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, data="2[\"late\"]"))
 
 
 class _Pinged:
