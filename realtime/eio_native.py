@@ -78,7 +78,7 @@ async def open_session(eio: Any, conn: FrontProtocol, environ: dict[str, Any]) -
         eio.sockets.pop(sid, None)
         raise
     if accepted is not None and accepted is not True:
-        del eio.sockets[sid]
+        eio.sockets.pop(sid, None)
         eio.logger.warning("Application rejected connection")
         return await eio._make_response(eio._unauthorized(accepted or None), environ)
 
