@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import struct
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,26 @@ GENERAL = WS + "&x=%41"  # the same request, escaped: served by engine.io's hand
 ])
 def test_which_queries_are_plain(query: str, plain: bool) -> None:
     assert eio_native.plain_query(query) is plain
+
+
+_query_parts = st.lists(st.sampled_from(
+    ["EIO=4", "EIO=3", "EIO=", "EIO", "transport=websocket", "transport=polling",
+     "transport=", "sid=abc", "j=0", "t=Pq1x", "x=%41", "x=a+b", "=", "", "a=b=c",
+     "EIO=4&", "&transport=websocket", "b64=1"]), max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=_query_parts)
+def test_a_plain_query_is_one_engineio_reads_as_a_new_websocket_session(
+        parts: list[str]) -> None:
+    """Whatever the query, eio_native serves it only where engine.io's own parse gives
+    EIO 4, the websocket transport, no session id and no JSONP index."""
+    query = "&".join(parts)
+    if eio_native.plain_query(query):
+        parsed = urllib.parse.parse_qs(query)
+        assert parsed.get("EIO") == ["4"], query
+        assert parsed.get("transport") == ["websocket"], query
+        assert "sid" not in parsed and "j" not in parsed, query
 
 
 def _counting_handle_request(eio: Any) -> list[int]:
