@@ -4,6 +4,7 @@ test may stop and start again (fault tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -11,7 +12,9 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
+import hiredis
 import redis
 
 from waiting import poll_until
@@ -75,3 +78,43 @@ class RedisProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+class FakeRedisServer:
+    """A stand-in for Redis on a free port, for what a real server will not do on cue
+    (hold its replies, split them, stay silent): each connection's commands are parsed
+    with hiredis and handed to `on_command`; `after_read` runs after each read."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.on_connect(writer)
+        parser = hiredis.Reader()
+        while data := await reader.read(4096):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                self.on_command(command, writer)
+            await self.after_read(writer)
+
+    def on_connect(self, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    def on_command(self, command: Any, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def after_read(self, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

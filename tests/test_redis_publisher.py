@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import hiredis
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +19,7 @@ from realtime.broker.publisher import PublisherConnection, PublisherError
 from realtime.broker.redis import RedisBroker
 from realtime.broker.subscriber import SubscriberConnection
 
-from redis_server import SHARED, RedisProcess, shared_redis_url
+from redis_server import SHARED, FakeRedisServer, RedisProcess, shared_redis_url
 from waiting import eventually
 
 DEADLINE = 5.0  # seconds for anything a test waits on
@@ -99,46 +98,33 @@ async def test_a_batch_is_one_write_and_arrives_whole() -> None:
         sub.close()
 
 
-class HoldingRedis:
+class HoldingRedis(FakeRedisServer):
     """A fake server: answers the opening with +OK; answers PUBLISH / SPUBLISH with :1 only
     once it holds `hold` of them, all at once, in pieces of `piece` bytes (a publisher that
     waits for each answer before the next command never gets one)."""
 
     def __init__(self, hold: int, piece: int = 3) -> None:
+        super().__init__()
         self.hold, self.piece = hold, piece
         self.commands: list[list[bytes]] = []
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
+        self._held: dict[asyncio.StreamWriter, int] = {}  # per connection
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+    def on_command(self, command: Any, writer: asyncio.StreamWriter) -> None:
+        if command[0] in (b"PUBLISH", b"SPUBLISH"):
+            self.commands.append(command)
+            self._held[writer] = self._held.get(writer, 0) + 1
+        elif command[0] != b"SUBSCRIBE":  # the broker's subscription: no answer
+            writer.write(b"+OK\r\n")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        parser, held = hiredis.Reader(), 0
-        while data := await reader.read(4096):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                if command[0] in (b"PUBLISH", b"SPUBLISH"):
-                    self.commands.append(command)
-                    held += 1
-                elif command[0] != b"SUBSCRIBE":  # the broker's subscription: no answer
-                    writer.write(b"+OK\r\n")
-            if held >= self.hold:
-                replies = b":1\r\n" * held
-                held = 0
-                for start in range(0, len(replies), self.piece):
-                    writer.write(replies[start:start + self.piece])
-                    await writer.drain()
-                    await asyncio.sleep(0)  # let the publisher read this piece alone
-
-    async def stop(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    async def after_read(self, writer: asyncio.StreamWriter) -> None:
+        held = self._held.get(writer, 0)
+        if held >= self.hold:
+            replies = b":1\r\n" * held
+            self._held[writer] = 0
+            for start in range(0, len(replies), self.piece):
+                writer.write(replies[start:start + self.piece])
+                await writer.drain()
+                await asyncio.sleep(0)  # let the publisher read this piece alone
 
 
 async def test_a_batch_is_one_round_trip_and_its_replies_may_come_in_pieces() -> None:

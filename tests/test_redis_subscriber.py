@@ -17,7 +17,7 @@ from realtime.broker.connection import encode_command
 from realtime.broker.redis import RedisBroker
 from realtime.broker.subscriber import SubscriberConnection, SubscriberError
 
-from redis_server import SHARED, shared_redis_url
+from redis_server import SHARED, FakeRedisServer, shared_redis_url
 from waiting import eventually
 
 
@@ -102,37 +102,21 @@ async def test_authenticates_with_the_url_s_user_and_password(
         wrong.close()
 
 
-class FakeRedis:
+class FakeRedis(FakeRedisServer):
     """Answers the opening (AUTH, CLIENT SETNAME) with +OK, then writes what it is told."""
 
     def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
+        super().__init__()
         self.commands: list[Any] = []
         self.connected = asyncio.Event()
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/0"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        parser = hiredis.Reader()
+    def on_connect(self, writer: asyncio.StreamWriter) -> None:
         self.connected.set()
-        while data := await reader.read(4096):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                self.commands.append(command)
-                if command[0] in (b"AUTH", b"CLIENT"):
-                    writer.write(b"+OK\r\n")
 
-    async def stop(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    def on_command(self, command: Any, writer: asyncio.StreamWriter) -> None:
+        self.commands.append(command)
+        if command[0] in (b"AUTH", b"CLIENT"):
+            writer.write(b"+OK\r\n")
 
 
 async def test_a_reply_split_across_reads_is_read_whole() -> None:
