@@ -152,8 +152,9 @@ class PingClock:
     """When each session is pinged next, on one timer. Every session waits the same
     ping interval, so due times come in the order they were set: a queue of
     (due, sid) and one timer for its head serve them all, where a timer per session
-    cost a heap push and ~100 bytes for its whole life. A session that closed or was
-    re-armed no longer matches its entry, which is skipped."""
+    cost a heap push per ping and, with its handle and bound method, about 0.5 kB of an
+    idle socket (BENCHMARKS.md, issue 5 (a)). A session that closed or was re-armed no
+    longer matches its entry, which is skipped."""
 
     SLACK = 0.05  # seconds late, at most, so that one wake-up serves a burst of sessions
 
