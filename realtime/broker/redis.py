@@ -156,14 +156,17 @@ class RedisBroker:
         self._outbox.append((channel, orjson.dumps({"from": self.instance, "event": event})))
         self._outbox_ready.set()
 
+    @property
+    def _client_name(self) -> str:
+        """What CLIENT LIST shows for this broker's connections: whose they are."""
+        return f"taskmaster:{self.prefix}:{self.instance}"
+
     def _command_of(self, channel: str) -> str:
         sharded = self.sharded and channel != self.control_channel
         return "SPUBLISH" if sharded else "PUBLISH"
 
     async def _publish_forever(self) -> None:
         backoff = BACKOFF_START
-        # CLIENT LIST tells whose connections these are (the prefix, this instance).
-        name = f"taskmaster:{self.prefix}:{self.instance}"
         pub: PublisherConnection | None = None
         try:
             while True:
@@ -173,7 +176,8 @@ class RedisBroker:
                     batch, self._outbox = self._outbox, deque()
                     try:
                         if pub is None:  # (re)connect on the first batch to send
-                            pub = PublisherConnection(self._url, name, self._command_of)
+                            pub = PublisherConnection(self._url, self._client_name,
+                                                      self._command_of)
                             async with asyncio.timeout(CONNECT_TIMEOUT):
                                 await pub.open()
                         async with asyncio.timeout(PUBLISH_TIMEOUT):
@@ -216,7 +220,7 @@ class RedisBroker:
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_START
         while True:
-            sub = SubscriberConnection(self._url, f"taskmaster:{self.prefix}:{self.instance}:sub")
+            sub = SubscriberConnection(self._url, self._client_name + ":sub")
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await sub.open()
