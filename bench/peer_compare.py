@@ -31,6 +31,10 @@ Scenarios (defaults = the issues' "numbers to reach"):
   onewriter  ours only, a diagnostic: (b) with every write sent to instance 0 (sockets still on
            both), so that one process writes the SQLite file: isolates the cost of two
            processes contending for one SQLite file's write lock
+  relay    ours only: (b) again, but ours publishes through POST /api/_bench/publish: the same
+           events, seqs from a per-user counter on the instance that takes the user's writes,
+           and no store: the delivery engine alone, as the peers' /emit is (ratios against the
+           same round's (b) Node run)
   rest     (e) ours only: (b) again, but every write is one POST /api/tasks with the user's
            Bearer token (the product's real REST write path); also the write's ack latency
 
@@ -81,7 +85,7 @@ PYSPY = Path(sys.executable).with_name("py-spy")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 JWT_ISS, JWT_AUD = "taskmaster", "taskmaster-api"
 VARIANTS = ("node", "py", "ours")
-ALL_SCENARIOS = ("idle", "fanout", "onewriter", "bigroom", "tenk", "rest")
+ALL_SCENARIOS = ("idle", "fanout", "onewriter", "bigroom", "tenk", "rest", "relay")
 HELD_P99_MS = 100.0
 SWITCH_INTERVAL = 0.0  # set by --ours-switch-interval
 OURS_ENV: dict[str, str] = {}  # set by --ours-env (diagnostics: one setting changed)
@@ -370,6 +374,8 @@ def scenario_plan(args: argparse.Namespace) -> list[tuple[str, str, dict[str, An
                                   maxSeconds=360), 1, VARIANTS))
         elif name == "onewriter":  # diagnostic: (b) with every write sent to instance 0
             plan.append(("onewriter", "fanout", dict(fanout, writeTo=[0]), 2, ("ours",)))
+        elif name == "relay":  # (b) without the store: ours publishes as the peers emit
+            plan.append(("relay", "fanout", dict(fanout, publish="events"), 2, ("ours",)))
         elif name == "rest":
             plan.append(("rest", "fanout", dict(fanout, publish="rest", restMaxInflight=64,
                                                 httpSockets=64), 2, ("ours",)))
@@ -628,7 +634,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                             ratios(name, held_rate, b=other))
                         block[f"overloaded_ours_over_{other}"] = med(
                             ratios(name, overloaded_rate, b=other))
-                if name in ("rest", "onewriter"):  # against the same round's (b)
+                if name in ("rest", "onewriter", "relay"):  # against the same round's (b)
                     for other in ("ours", "node"):
                         if ("fanout", other) in by:
                             block[f"held_rest_over_fanout_{other}"] = med(ratios(
@@ -695,6 +701,8 @@ def title(name: str) -> str:
     return {
         "fanout": "(b) Fan-out: 2 instances + Redis, 1,000 users with a socket on each",
         "onewriter": "(b') Diagnostic: (b) with every write sent to instance 0 (ours only)",
+        "relay": "(b'') (b) without the store: ours publishes each event as the peers emit "
+                 "(ours only; ratios against the round's (b))",
         "rest": "(e) (b) through the real REST write path: one POST /api/tasks per write "
                 "(ours only)",
     }.get(name, name)
@@ -933,6 +941,8 @@ def run_profiles(args: argparse.Namespace, outdir: Path, redis: subprocess.Popen
                                             httpSockets=64), 2, after_phase),
         ("fanout-bench-5000", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
          after_phase),
+        ("fanout-relay-5000", "fanout", dict(one_step, users=1000, rates=[5000],
+                                             publish="events"), 2, after_phase),
         # the same, wall-clock (--idle): where the SQLite writer thread waits
         ("fanout-bench-5000-wallclock", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
          dict(after_phase, idle=True)),

@@ -2,8 +2,8 @@
 
 They exist so that bench/peer_compare.py can drive this server the way the peer
 benchmark drives Node Socket.IO and stock python-socketio (whose servers publish
-through an HTTP control endpoint), without a synthetic event path: every event still
-comes from a real task write. The setting is off by default and `load_config`
+through an HTTP control endpoint): `creates` through the real write path, `publish`
+through the delivery engine alone. The setting is off by default and `load_config`
 refuses it in production mode.
 
 - `POST /api/_bench/creates` with `[[user_id, title], ...]` (optionally
@@ -12,6 +12,15 @@ refuses it in production mode.
   store commits them in one call and assigns each scope's seqs -> the broker publishes
   each event -> every instance's relay delivers). Answers `200 {"created": n}` once
   every write is committed, or the first item's error if any failed.
+- `POST /api/_bench/publish` with the same body: the delivery engine alone. Each item
+  becomes the `task:created` event its create would have produced (the same envelope,
+  the same task document, byte for byte in shape), published straight to the broker
+  (-> every instance's relay -> sockets); nothing is written to the store. The seq comes
+  from a per-scope counter in this process, so it is right only while every write of a
+  user goes to one instance (the load generator's `publish: 'events'` sends user u to
+  target u mod n); anything else shows up as gaps in the sockets' seq checks. It exists
+  because the peer servers' `POST /emit` writes nothing either: comparing the two
+  compares delivery engines, and `creates` adds the store's commit on top.
 - `GET /api/_bench/stats`: sockets, RSS, delivery, broker, store and GC counters.
 
 **These routes skip per-request authentication**: a create names the user it writes
@@ -25,14 +34,14 @@ from __future__ import annotations
 import gc
 import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from realtime import keys, validation
+from realtime import keys, scopes, validation
 from realtime.errors import ApiError
-from realtime.tasks import NewTask
+from realtime.tasks import NewTask, TaskIds, utc_now
 
 from .middleware import json_response, read_json
 from .system import _rss_bytes
@@ -46,6 +55,9 @@ class BenchStats:
     creates: int = 0
     create_seconds: float = 0.0  # summed over creates: the wait for their commit
     batch_seconds: float = 0.0  # summed over batches: the whole gather
+    published: int = 0  # events of `publish` (no store)
+    seqs: dict[str, int] = field(default_factory=dict)  # `publish`'s seq per scope
+    new_id: TaskIds = field(default_factory=TaskIds)
 
 
 BENCH_STATS = web.AppKey("bench_stats", BenchStats)
@@ -54,6 +66,7 @@ BENCH_STATS = web.AppKey("bench_stats", BenchStats)
 def setup(app: web.Application) -> None:
     app[BENCH_STATS] = BenchStats()
     app.router.add_post("/api/_bench/creates", creates)
+    app.router.add_post("/api/_bench/publish", publish)
     app.router.add_get("/api/_bench/stats", stats)
 
 
@@ -107,6 +120,31 @@ async def creates(request: web.Request) -> web.Response:
     return json_response({"created": len(items)})
 
 
+async def publish(request: web.Request) -> web.Response:
+    """Publish the events these creates would produce, without the store (module doc).
+
+    No per-request authentication (bench only, loopback only, off by default)."""
+    _loopback_only(request)
+    items = _items(await read_json(request))
+    bench = request.app[BENCH_STATS]
+    broker = request.app[keys.BROKER]
+    now = validation.iso(utc_now())
+    seqs = bench.seqs
+    for user_id, fields, mutation_id in items:
+        scope = scopes.personal_scope(user_id)
+        seq = seqs[scope] = seqs.get(scope, 0) + 1
+        task = {  # the keys, in order, of the document store.create_tasks returns
+            "id": bench.new_id(), "owner": user_id, "scope": scope, "title": fields["title"],
+            "description": fields["description"], "status": fields["status"],
+            "priority": fields["priority"], "due_date": fields["due_date"],
+            "created_at": now, "updated_at": now, "version": 1, "seq": seq, "deleted": False,
+        }
+        broker.publish({"type": "task:created", "scope": scope, "seq": seq, "task": task,
+                        "origin": mutation_id, "ts": now})
+    bench.published += len(items)
+    return json_response({"published": len(items)})
+
+
 async def stats(request: web.Request) -> web.Response:
     _loopback_only(request)
     app = request.app
@@ -127,7 +165,8 @@ async def stats(request: web.Request) -> web.Response:
         "store": {"commits": commits, "writes": writes, **getattr(store, "writer_times", {})},
         "bench": {"batches": bench.batches, "creates": bench.creates,
                   "create_seconds": round(bench.create_seconds, 6),
-                  "batch_seconds": round(bench.batch_seconds, 6)},
+                  "batch_seconds": round(bench.batch_seconds, 6),
+                  "published": bench.published},
         "connects": gateway.connect_stats(),
         "gc": {"counts": gc.get_count(), "threshold": gc.get_threshold(),
                "collections": [s["collections"] for s in gc.get_stats()],

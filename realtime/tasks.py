@@ -2,7 +2,9 @@
 
 validate (the caller, via `validation`) -> the store commits and assigns seq ->
 the broker publishes the event -> each instance's relay emits it to the room.
-Nothing here knows about HTTP or Socket.IO, and nothing else publishes events.
+Nothing here knows about HTTP or Socket.IO, and nothing else publishes task events
+(but the benchmark-only `POST /api/_bench/publish`, which measures the delivery engine
+without the store).
 """
 
 from __future__ import annotations

@@ -86,3 +86,51 @@ def test_refused_in_production() -> None:
     config = load_config(env={"JWT_SECRET": TEST_SECRET, "TASKMASTER_BENCH_ENDPOINTS": "1"},
                          path=None)
     assert config.bench_endpoints
+
+
+async def test_publish_delivers_what_a_create_would_without_the_store(
+        aiohttp_client: Any, openapi_checker: OpenAPIChecker, tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path, **{"bench.endpoints": True}))
+    api = Api(await aiohttp_client(app), openapi_checker)
+    alice, bob, carol = [await api.as_new_user() for _ in range(3)]
+    url = str(api.client.make_url("/"))
+    tabs = [await Tab(url, user.token).connect() for user in (alice, bob, carol)]
+    try:
+        a, b = alice.user["id"], bob.user["id"]  # type: ignore[attr-defined]
+        response = await api.client.post("/api/_bench/publish", json=[
+            [a, "one"], [b, "for bob", "m-7"], [a, "two"], [a, "three"]])
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"published": 4}
+        published = await tabs[0].wait_for(
+            lambda events: len(got := tabs[0].task_events()) == 3 and got)
+        assert [e["seq"] for e in published] == [1, 2, 3]  # the scope's own counter
+        assert [e["task"]["title"] for e in published] == ["one", "two", "three"]
+        to_bob = await tabs[1].wait_for(lambda events: tabs[1].task_events())
+        assert len(to_bob) == 1 and to_bob[0]["origin"] == "m-7" and to_bob[0]["seq"] == 1
+
+        # Nothing was written, and each event has the shape a real create's event has
+        # (carol's: bob's scope would drop a real seq 1 as a duplicate of the published one).
+        store = app[keys.STORE]
+        assert await store.head(f"user:{a}") == 0 and await store.head(f"user:{b}") == 0
+        c = carol.user["id"]  # type: ignore[attr-defined]
+        created = await api.client.post("/api/_bench/creates", json=[[c, "real"]])
+        assert created.status == 200
+        real = (await tabs[2].wait_for(lambda events: tabs[2].task_events()))[0]
+        assert list(real) == list(to_bob[0]) and list(real["task"]) == list(to_bob[0]["task"])
+        assert real["type"] == to_bob[0]["type"] == "task:created"
+        stats = await (await api.client.get("/api/_bench/stats")).json()
+        assert stats["bench"]["published"] == 4 and stats["bench"]["creates"] == 1
+    finally:
+        for tab in tabs:
+            await tab.close()
+
+
+async def test_publish_refuses_bad_input_and_is_off_by_default(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    off = await aiohttp_client(create_app(make_config(tmp_path / "off")))
+    assert (await off.post("/api/_bench/publish", json=[["u1", "t"]])).status == 404
+    on = await aiohttp_client(create_app(make_config(tmp_path, **{"bench.endpoints": True})))
+    for body in ([], [["alice", ""]], [["no spaces", "t"]]):
+        response = await on.post("/api/_bench/publish", json=body)
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid"

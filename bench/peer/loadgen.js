@@ -20,7 +20,10 @@
 //               that its scope's seq arrives exactly once and in order (seq_dup / seq_gap).
 //               Publisher: publish=bench -> POST /api/_bench/creates [[user_id, title], ...]
 //               (bench-only route, real write path: store commit -> broker -> relay);
-//               publish=rest -> one POST /api/tasks per write with the user's Bearer token.
+//               publish=rest -> one POST /api/tasks per write with the user's Bearer token;
+//               publish=events -> POST /api/_bench/publish, the same events without the store
+//               (the delivery engine alone, as the peers' /emit); user u's writes go to
+//               target u mod n, since that target's counter assigns the user's seqs.
 //   fanout: socketsPerUser (default 1) sockets per user on each target.
 //   snap(): also the whole machine's busy CPU from /proc/stat, to report the background load.
 const http = require('http');
@@ -405,9 +408,10 @@ async function scenarioFanout() {
         const batches = T.map(() => []);
         for (let k = 0; k < due; k++) {
           const u = Math.floor(Math.random() * U);
-          const w = W[seq % W.length];
+          // publish=events: a user's events all go to one target, whose counter gives their seq
+          const w = ours && publish === 'events' ? W[u % W.length] : W[seq % W.length];
           if (!ours) batches[w].push(['user:' + u, taskPayload(seq, ts)]);
-          else if (publish === 'bench') batches[w].push([userId(u), 'b' + ts.toFixed(3)]);
+          else if (publish === 'bench' || publish === 'events') batches[w].push([userId(u), 'b' + ts.toFixed(3)]);
           else batches[w].push(u);
           seq++;
         }
@@ -424,7 +428,7 @@ async function scenarioFanout() {
             return;
           }
           inflight[i]++;
-          post(T[i], ours ? '/api/_bench/creates' : '/emit', b).then(done(i), fail(i));
+          post(T[i], !ours ? '/emit' : publish === 'events' ? '/api/_bench/publish' : '/api/_bench/creates', b).then(done(i), fail(i));
         });
       }
       setTimeout(tick, cfg.tickMs || 10);
