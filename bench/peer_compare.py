@@ -941,8 +941,8 @@ def run_profiles(args: argparse.Namespace, outdir: Path, redis: subprocess.Popen
                                             httpSockets=64), 2, after_phase),
         ("fanout-bench-5000", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
          after_phase),
-        ("fanout-relay-5000", "fanout", dict(one_step, users=1000, rates=[5000],
-                                             publish="events"), 2, after_phase),
+        ("fanout-relay-15000", "fanout", dict(one_step, users=1000, rates=[15000],
+                                              publish="events"), 2, after_phase),
         # the same, wall-clock (--idle): where the SQLite writer thread waits
         ("fanout-bench-5000-wallclock", "fanout", dict(one_step, users=1000, rates=[5000]), 2,
          dict(after_phase, idle=True)),
