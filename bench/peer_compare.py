@@ -16,6 +16,7 @@ Variants:
         the load generator with that secret). Events are real writes: the publisher calls
         POST /api/_bench/creates (handlers/bench.py: TaskService.create for each item, i.e.
         store commit with seq -> broker -> relay -> sockets); the peer servers get POST /emit.
+        Scenario `relay` uses POST /api/_bench/publish instead: the same events, no store.
 
 Scenarios (defaults = the issues' "numbers to reach"):
   idle     (a) 1 instance; 1,000 / 5,000 / 10,000 sockets, one user each; RSS per socket after
