@@ -39,9 +39,9 @@ from typing import Any
 
 from aiohttp import web
 
-from realtime import keys, scopes, validation
+from realtime import keys, validation
 from realtime.errors import ApiError
-from realtime.tasks import NewTask, TaskIds, utc_now
+from realtime.tasks import NewTask, TaskIds, new_task_document, task_event, utc_now
 
 from .middleware import json_response, read_json
 from .system import _rss_bytes
@@ -131,16 +131,12 @@ async def publish(request: web.Request) -> web.Response:
     now = validation.iso(utc_now())
     seqs = bench.seqs
     for user_id, fields, mutation_id in items:
-        scope = scopes.personal_scope(user_id)
-        seq = seqs[scope] = seqs.get(scope, 0) + 1
-        task = {  # the keys, in order, of the document store.create_tasks returns
-            "id": bench.new_id(), "owner": user_id, "scope": scope, "title": fields["title"],
-            "description": fields["description"], "status": fields["status"],
-            "priority": fields["priority"], "due_date": fields["due_date"],
-            "created_at": now, "updated_at": now, "version": 1, "seq": seq, "deleted": False,
-        }
-        broker.publish({"type": "task:created", "scope": scope, "seq": seq, "task": task,
-                        "origin": mutation_id, "ts": now})
+        task = new_task_document(user_id, None, fields, now, bench.new_id)
+        scope = task["scope"]
+        # what a store adds on commit, in the order store.create_tasks returns it
+        task.update(version=1, seq=seqs.get(scope, 0) + 1, deleted=False)
+        seqs[scope] = task["seq"]
+        broker.publish(task_event("task:created", task, mutation_id, now))
     bench.published += len(items)
     return json_response({"published": len(items)})
 

@@ -86,12 +86,18 @@ class TaskIds:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _new_task(user_id: str, client_id: str | None, fields: dict[str, Any],
+def new_task_document(user_id: str, client_id: str | None, fields: dict[str, Any],
               now: str, new_id: Callable[[], str]) -> dict[str, Any]:
     """The document of a task being created in the user's personal scope."""
     return {"id": client_id or new_id(), "owner": user_id,
             "scope": scopes.personal_scope(user_id), **fields,
             "created_at": now, "updated_at": now}
+
+
+def task_event(kind: str, task: Task, origin: str | None, ts: str) -> dict[str, Any]:
+    """The event of a committed change to `task` (DESIGN.md's envelope)."""
+    return {"type": kind, "scope": task["scope"], "seq": task["seq"], "task": task,
+            "origin": origin, "ts": ts}
 
 
 @dataclass(frozen=True)
@@ -140,10 +146,7 @@ class TaskService:
         return iso(self._clock())
 
     def _publish(self, kind: str, task: Task, origin: str | None, ts: str) -> None:
-        self.broker.publish({
-            "type": kind, "scope": task["scope"], "seq": task["seq"], "task": task,
-            "origin": origin, "ts": ts,
-        })
+        self.broker.publish(task_event(kind, task, origin, ts))
 
     def _publish_head(self, scope: str, seq: int) -> None:
         self.broker.publish({"type": "scope:head", "scope": scope, "seq": seq})
@@ -198,7 +201,7 @@ class TaskService:
     async def create(self, user_id: str, client_id: str | None, fields: dict[str, Any],
                      mutation_id: str | None = None) -> tuple[Task, bool]:
         now = self._now()
-        task = _new_task(user_id, client_id, fields, now, self._new_id)
+        task = new_task_document(user_id, client_id, fields, now, self._new_id)
         stored, created = await self._guarded(
             (task["scope"],), self.store.create_task(task))
         self._announce_create(stored, created, mutation_id, now)
@@ -219,7 +222,7 @@ class TaskService:
         failed. Costs far less per task than as many `create`s (one handoff to the store,
         one transaction, a few statements for the lot)."""
         now = self._now()
-        tasks = [_new_task(item.user_id, item.client_id, item.fields, now, self._new_id)
+        tasks = [new_task_document(item.user_id, item.client_id, item.fields, now, self._new_id)
                  for item in items]
         if not tasks:
             return []
