@@ -87,7 +87,7 @@ class TaskIds:
 
 
 def new_task_document(user_id: str, client_id: str | None, fields: dict[str, Any],
-              now: str, new_id: Callable[[], str]) -> dict[str, Any]:
+                      now: str, new_id: Callable[[], str]) -> dict[str, Any]:
     """The document of a task being created in the user's personal scope."""
     return {"id": client_id or new_id(), "owner": user_id,
             "scope": scopes.personal_scope(user_id), **fields,
